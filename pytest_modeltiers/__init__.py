@@ -1,0 +1,1 @@
+"""pytest-modeltiers: five tiers of PyTorch model validation as pytest suites."""
