@@ -13,10 +13,11 @@ import difflib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from pytest_modeltiers.atomic import atomic_write_text
 
 __all__ = [
     "Rule",
@@ -81,27 +82,6 @@ def is_json_value(value: object) -> bool:
 def bulleted(header: str, errors: Iterable[str]) -> str:
     """Join a header and one bullet per error, so that every failure is visible at once."""
     return header + "".join(f"\n  - {error}" for error in errors)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``.
-
-    A crash or a full disk mid-write leaves the previous file intact instead of a truncated
-    config that fails to parse on the next run. Missing parent directories are created.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return target
 
 
 def read_json_object(path: str | os.PathLike[str], error: type[Exception]) -> dict[str, Any]:
