@@ -37,4 +37,7 @@ class AdapterError(ModelTiersError):
 
 
 class ModelTiersWarning(pytest.PytestWarning):
-    """Warnings from pytest-modeltiers; filter them with ``-W ignore::pytest_modeltiers.ModelTiersWarning``."""
+    """Warnings from pytest-modeltiers.
+
+    Filter them with ``-W ignore::pytest_modeltiers.ModelTiersWarning``.
+    """

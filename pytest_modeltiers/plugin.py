@@ -1,3 +1,104 @@
-"""pytest hooks of pytest-modeltiers (being written: see the foundation issue)."""
+"""pytest hooks of pytest-modeltiers: options, markers, the session header, the run state.
+
+This module is loaded by every pytest run in an environment where the package is installed, so
+it imports only the standard library and pytest. Everything heavy (torch, the model) is loaded
+by ``ModelTiersSession`` and only when a model is named.
+"""
 
 from __future__ import annotations
+
+import argparse
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from pytest_modeltiers import fixtures
+from pytest_modeltiers.options import MODEL_FLAG, OPTIONS
+from pytest_modeltiers.session import SESSION_KEY, ModelTiersSession
+
+MARKERS = {
+    "tier1": "tier 1 (wiring): shapes, gradients, stability, batch independence, masking, init",
+    "tier2": "tier 2 (analysis): attention patterns, attributions, robustness",
+    "tier3": "tier 3 (training): overfit one batch, accumulation, resume, seeds, a real run",
+    "tier4": "tier 4 (export): ONNX, torch.export, TorchScript parity, latency, health report",
+    "tier5": "tier 5 (monitoring): evaluation, baseline regression, drift, retraining triggers",
+}
+
+_MODEL_FLAG_TAKEN = pytest.StashKey[bool]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("modeltiers", "pytest-modeltiers: validate PyTorch models in tiers")
+    for option in OPTIONS:
+        kwargs: dict[str, Any] = {"dest": option.dest, "help": option.help}
+        if option.flag:
+            kwargs["action"] = "store_true"
+            kwargs["default"] = None
+        else:
+            kwargs["metavar"] = option.metavar
+            if option.multiple:
+                kwargs["action"] = "append"
+        group.addoption(*option.flags, **kwargs)
+        if option.multiple:
+            parser.addini(option.ini_name, help=option.help, type="linelist")
+        elif option.flag:
+            parser.addini(option.ini_name, help=option.help, type="bool")
+        else:
+            parser.addini(option.ini_name, help=option.help, type="string")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> Generator[None, None, None]:
+    """Add the short ``--model`` alias once the project's own conftest.py files are loaded.
+
+    A project (or another plugin) that defines ``--model`` itself keeps it: the alias is left out
+    and ``--modeltiers-model`` remains, which the session header then points out.
+    """
+    result = yield
+    try:
+        parser.getgroup("modeltiers").addoption(
+            MODEL_FLAG,
+            dest="modeltiers_model",
+            action="append",
+            metavar="SPEC",
+            help="alias of --modeltiers-model",
+        )
+    except argparse.ArgumentError:
+        early_config.stash[_MODEL_FLAG_TAKEN] = True
+    return result
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, description in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {description}")
+    state = ModelTiersSession.from_config(
+        config, model_flag_taken=config.stash.get(_MODEL_FLAG_TAKEN, False)
+    )
+    config.stash[SESSION_KEY] = state
+    config.pluginmanager.register(fixtures, "modeltiers-fixtures")
+    if not (config.option.help or config.option.version):
+        state.start()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = config.stash.get(SESSION_KEY, None)
+    return state.header_lines() if state is not None else []
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """With several models, every test that uses a model fixture runs once per model."""
+    state = metafunc.config.stash[SESSION_KEY]
+    if fixtures.MODEL_KEY_FIXTURE in metafunc.fixturenames and len(state.model_keys) > 1:
+        metafunc.parametrize(
+            fixtures.MODEL_KEY_FIXTURE, state.model_keys, ids=state.model_keys, scope="session"
+        )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(SESSION_KEY, None)
+    if state is not None:
+        state.stop()
+        del config.stash[SESSION_KEY]

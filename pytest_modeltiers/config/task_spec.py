@@ -707,8 +707,9 @@ def get_builtin_task(name: str) -> TaskSpec:
 def resolve_task(value: str | os.PathLike[str] | Mapping[str, Any] | TaskSpec) -> TaskSpec:
     """Turn what a user wrote (``--task``, a module's ``TASK``) into a ``TaskSpec``.
 
-    Accepted: a built-in name; a path to a ``.json`` task file; a mapping whose ``"name"`` is a
-    built-in, merged over that built-in (see ``TaskSpec.merged``); a complete task mapping; or a
+    Accepted: a built-in name; a mapping whose ``"name"`` is a built-in, merged over that
+    built-in (see ``TaskSpec.merged``); a complete task mapping; a path to a ``.json`` file
+    holding either kind of mapping (so a file and a module's ``TASK`` dict mean the same); or a
     ``TaskSpec``, returned as is.
     """
     if isinstance(value, TaskSpec):
@@ -719,7 +720,11 @@ def resolve_task(value: str | os.PathLike[str] | Mapping[str, Any] | TaskSpec) -
         if text in _BUILTIN_TASKS:
             return get_builtin_task(text)
         if text.endswith(".json") or Path(text).is_file():
-            return TaskSpec.load(text)
+            data = read_json_object(text, TaskSpecError)
+            try:
+                return resolve_task(data)
+            except TaskSpecError as exc:
+                raise TaskSpecError(f"{text}: {exc}") from None
         raise TaskSpecError(
             f"unknown task {text!r}{did_you_mean(text, _BUILTIN_TASKS)}: give a built-in task "
             f"({builtins}) or the path of a .json task file"

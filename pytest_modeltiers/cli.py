@@ -1,0 +1,101 @@
+"""The ``modeltiers`` command.
+
+PYTEST_DONT_REWRITE
+
+Subcommands:
+
+- ``modeltiers inspect --model SPEC [--task ...]``: resolve a model exactly as the plugin does
+  and print which model, task and adapter were chosen and why (exit 2 on a bad spec);
+- ``modeltiers scan FILE``: run the static safety scan on a model file and its local imports
+  (exit 1 when it finds something).
+
+Model options are the plugin's own declarations (``options.OPTIONS``), so both front ends
+accept the same flags and values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_modeltiers.options import OPTIONS, OptionValueError, resolve_value
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modeltiers", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    inspect_cmd = commands.add_parser("inspect", help="resolve a model as the plugin would")
+    for option in OPTIONS:
+        flags = option.flags + (("--model",) if option.dest == "modeltiers_model" else ())
+        kwargs: dict[str, Any] = {"dest": option.dest, "help": option.help}
+        if option.flag:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["metavar"] = option.metavar
+            if option.multiple:
+                kwargs["action"] = "append"
+        inspect_cmd.add_argument(*flags, **kwargs)
+    scan_cmd = commands.add_parser("scan", help="safety-scan a model file and its local imports")
+    scan_cmd.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "scan":
+        return _scan(args.files)
+    return _inspect(args)
+
+
+def _scan(files: list[Path]) -> int:
+    from pytest_modeltiers.models.safety import scan_model_file
+
+    status = EXIT_OK
+    for path in files:
+        if not path.is_file():
+            print(f"modeltiers: {path}: no such file", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            findings = scan_model_file(path)
+        except SyntaxError as exc:
+            print(f"{exc.filename}:{exc.lineno}: syntax error: {exc.msg}", file=sys.stderr)
+            return EXIT_USAGE
+        for finding in findings:
+            print(finding)
+        if findings:
+            status = EXIT_FINDINGS
+        else:
+            print(f"{path}: clean")
+    return status
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from pytest_modeltiers.errors import ModelTiersError
+    from pytest_modeltiers.models.loader import LoadRequest, load_model
+
+    try:
+        values = {o.dest: resolve_value(o, getattr(args, o.dest), None) for o in OPTIONS}
+    except OptionValueError as exc:
+        print(f"modeltiers: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not values["modeltiers_model"]:
+        print("modeltiers: name a model with --model path/to/model.py", file=sys.stderr)
+        return EXIT_USAGE
+    for spec in values["modeltiers_model"]:
+        request = LoadRequest.from_options(spec, values, Path.cwd())
+        try:
+            loaded = load_model(request)
+        except ModelTiersError as exc:
+            print(f"modeltiers: --model {spec}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print("\n".join(loaded.describe(loaded.name)))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

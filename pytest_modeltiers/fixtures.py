@@ -1,0 +1,112 @@
+"""Fixtures for users' own tests: the model named with ``--model`` and what goes with it.
+
+With several ``--model`` options, every test that uses one of these fixtures runs once per
+model (its id carries the model's name). Override any of them in a ``conftest.py`` to customise
+(``def training_config(training_config): return ...``). This module is imported by the plugin,
+so torch and the library are imported inside the fixtures, never at module level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pytest_modeltiers.errors import ModelTiersError
+from pytest_modeltiers.session import SESSION_KEY
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from pytest_modeltiers.config import EvalConfig, TaskSpec, TrainingConfig
+    from pytest_modeltiers.models.adapters import TaskAdapter
+    from pytest_modeltiers.models.loader import LoadedModel
+
+MODEL_KEY_FIXTURE = "modeltiers_model_key"
+SAMPLE_BATCH_SIZE = 2
+SAMPLE_SEQ_LEN = 16
+
+
+@pytest.fixture(scope="session")
+def modeltiers_model_key() -> str | None:
+    """Which loaded model a test uses; parametrised by the plugin when there are several."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def modeltiers_loaded_model(
+    request: pytest.FixtureRequest, modeltiers_model_key: str | None
+) -> LoadedModel:
+    """The resolved model spec: how to build the model, its task, adapter and provenance."""
+    state = request.config.stash[SESSION_KEY]
+    try:
+        return state.model(modeltiers_model_key)
+    except ModelTiersError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def model_factory(modeltiers_loaded_model: LoadedModel) -> Callable[[], nn.Module]:
+    """Build a fresh, independent instance each call (same initial weights every time)."""
+    return modeltiers_loaded_model.new_model
+
+
+@pytest.fixture
+def model(model_factory: Callable[[], nn.Module]) -> nn.Module:
+    """A fresh instance of the model for this test alone, in train mode as constructed."""
+    return model_factory()
+
+
+@pytest.fixture(scope="session")
+def shared_model(modeltiers_loaded_model: LoadedModel) -> nn.Module:
+    """One instance shared by every test of the session that asks for it (opt-in sharing).
+
+    Faster for large models; tests that use it must not change its weights or mode for others.
+    """
+    return modeltiers_loaded_model.new_model()
+
+
+@pytest.fixture(scope="session")
+def task_spec(modeltiers_loaded_model: LoadedModel) -> TaskSpec:
+    """The model's task, with ``vocab_size`` filled in from the model when it was not given."""
+    return modeltiers_loaded_model.task
+
+
+@pytest.fixture(scope="session")
+def adapter(modeltiers_loaded_model: LoadedModel) -> TaskAdapter:
+    """The adapter that calls the model and reads its outputs for this task."""
+    return modeltiers_loaded_model.adapter
+
+
+@pytest.fixture(scope="session")
+def training_config(task_spec: TaskSpec) -> TrainingConfig:
+    """A small training config that agrees with the task (name, vocabulary, length)."""
+    from pytest_modeltiers.config import TrainingConfig
+
+    return TrainingConfig(
+        task_name=task_spec.name,
+        vocab_size=task_spec.vocab_size,
+        max_seq_len=task_spec.max_seq_len or TrainingConfig().max_seq_len,
+        epochs=1,
+        batch_size=SAMPLE_BATCH_SIZE,
+        use_amp=False,
+        precision="32",
+    )
+
+
+@pytest.fixture(scope="session")
+def eval_config(training_config: TrainingConfig) -> EvalConfig:
+    """The evaluation config derived from ``training_config``."""
+    from pytest_modeltiers.config import build_eval_config
+
+    return build_eval_config(training_config)
+
+
+@pytest.fixture
+def sample_batch(task_spec: TaskSpec) -> dict[str, Tensor]:
+    """A small deterministic batch for the task: 2 examples, up to 16 tokens or one image each."""
+    from pytest_modeltiers.models.batches import make_batch
+
+    seq_len = min(SAMPLE_SEQ_LEN, task_spec.max_seq_len) if task_spec.max_seq_len else None
+    return make_batch(task_spec, SAMPLE_BATCH_SIZE, seq_len, seed=0)

@@ -1,0 +1,469 @@
+"""Loading a user's model: safety scan, import, candidate choice, task and adapter.
+
+PYTEST_DONT_REWRITE
+
+``load_model`` turns a ``--model`` spec into a ``LoadedModel`` that can build fresh, independent
+instances. Every way this can go wrong raises ``ModelSpecError`` with what went wrong and how to
+fix it, so the plugin reports a usage error instead of a traceback. The order of decisions
+(DESIGN §3.1):
+
+1. the file's SHA-256 is checked against ``--model-sha256``, then the static safety scan looks
+   at the file and its local imports; a finding refuses the file before any of it runs unless
+   ``--trust-model`` is given;
+2. the file is imported (its directory on ``sys.path`` while it loads), bounded by the timeout;
+3. the model is ``file.py::NAME`` when named, else ``build_model``, else a module-level
+   ``model``/``MODEL`` instance, else the single no-argument ``nn.Module`` subclass defined in
+   the file;
+4. the task is ``--task``, else the module's ``TASK``, else inferred from ``forward``'s
+   parameters; ``--task-option`` overrides fields; a missing ``vocab_size`` is read from the
+   model's input embedding;
+5. the adapter is ``--adapter``, else the task family's, and must be able to call ``forward``.
+
+Instances are built under a fixed seed inside a forked RNG, so every fresh instance has the
+same weights and the caller's random state is untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import inspect
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+from pytest_modeltiers.config.task_spec import TaskSpec, get_builtin_task, resolve_task
+from pytest_modeltiers.errors import AdapterError, ModelSpecError, TaskSpecError, UnsafeModelError
+from pytest_modeltiers.models.adapters import (
+    TaskAdapter,
+    check_forward_compatible,
+    get_adapter,
+    load_adapter,
+)
+from pytest_modeltiers.models.safety import scan_model_file
+from pytest_modeltiers.models.spec import ModelSpec, parse_model_spec
+from pytest_modeltiers.models.task_options import apply_task_options
+from pytest_modeltiers.models.vocab import infer_vocab_size
+from pytest_modeltiers.timeouts import call_with_timeout
+
+FACTORY_NAME = "build_model"
+INSTANCE_NAMES = ("model", "MODEL")
+CONSTRUCTION_SEED = 0
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """Everything the options say about one model."""
+
+    spec: str
+    rootdir: Path
+    task: str | None = None
+    task_options: tuple[str, ...] = ()
+    adapter: str | None = None
+    trust: bool = False
+    sha256: str | None = None
+    timeout: float = 300.0
+
+    @classmethod
+    def from_options(cls, spec: str, values: dict[str, Any], rootdir: Path) -> LoadRequest:
+        """The request for ``spec`` from resolved option values (keyed by ``Option.dest``)."""
+        return cls(
+            spec=spec,
+            rootdir=rootdir,
+            task=values["modeltiers_task"],
+            task_options=tuple(values["modeltiers_task_options"]),
+            adapter=values["modeltiers_adapter"],
+            trust=values["modeltiers_trust_model"],
+            sha256=values["modeltiers_model_sha256"],
+            timeout=values["modeltiers_timeout"],
+        )
+
+
+@dataclass
+class LoadedModel:
+    """A resolved model: how to build it, its task and adapter, and why each was chosen."""
+
+    spec: ModelSpec
+    name: str
+    how: str
+    build: Callable[[], nn.Module] = field(repr=False)
+    class_name: str
+    num_parameters: int
+    task: TaskSpec
+    task_reason: str
+    adapter: TaskAdapter
+    adapter_reason: str
+    source_file: Path | None
+    sha256: str | None
+    safety: str
+    timeout: float
+
+    def new_model(self) -> nn.Module:
+        """A fresh instance, independent of every other, with the same initial weights."""
+        return call_with_timeout(
+            lambda: _seeded(self.build), self.timeout, f"building the model ({self.how})"
+        )
+
+    def describe(self, key: str) -> list[str]:
+        """Header lines: which model, task and adapter were chosen, and why."""
+        task = self.task
+        shape = [f"vocab_size {task.vocab_size}"] if task.vocab_size else []
+        if task.max_seq_len:
+            shape.append(f"max_seq_len {task.max_seq_len}")
+        if task.image_size:
+            shape.append("image " + "x".join(str(d) for d in task.image_size))
+        if task.num_classes:
+            shape.append(f"{task.num_classes} classes")
+        return [
+            f"model {key}: {self.how} -> {self.class_name}, {self.num_parameters:,} parameters; "
+            f"{self.safety}",
+            f"  task {task.name} ({self.task_reason}; {', '.join(shape)}); "
+            f"adapter {self.adapter.name} ({self.adapter_reason})",
+        ]
+
+
+def load_model(request: LoadRequest) -> LoadedModel:
+    """Resolve ``request.spec`` to a ``LoadedModel``; raise ``ModelSpecError`` with the fix."""
+    spec = parse_model_spec(request.spec, request.rootdir)
+    source = spec.source_file
+    digest = _check_sha256(source, request.sha256)
+    safety = _check_safety(source, trust=request.trust)
+    module = call_with_timeout(
+        lambda: _import(spec, source), request.timeout, f"importing {spec.raw}"
+    )
+    where = source.name if source else spec.module
+    candidate, how = _pick_candidate(module, spec, where or spec.raw)
+    task, task_reason = _explicit_task(request, module, where or spec.raw)
+    build = _factory(candidate, how, task)
+    first = call_with_timeout(lambda: _seeded(build), request.timeout, f"building {how}")
+    if task is None:
+        task, task_reason = _infer_task(first)
+        build = _factory(candidate, how, task)
+    task = apply_task_options(task, request.task_options)
+    if task.family != "vision" and task.vocab_size is None:
+        vocab, vocab_source = infer_vocab_size(first, task_reason)
+        task = task.with_vocab_size(vocab)
+        task_reason += f", vocab_size from {vocab_source}"
+        build = _factory(candidate, how, task)
+    adapter, adapter_reason = _adapter_for(request.adapter, task)
+    try:
+        check_forward_compatible(first, adapter)
+    except AdapterError as exc:
+        raise ModelSpecError(str(exc)) from None
+    name = (spec.attr or spec.raw) if spec.module else (source.stem if source else spec.raw)
+    return LoadedModel(
+        spec=spec,
+        name=name,
+        how=how,
+        build=build,
+        class_name=type(first).__name__,
+        num_parameters=sum(p.numel() for p in first.parameters()),
+        task=task,
+        task_reason=task_reason,
+        adapter=adapter,
+        adapter_reason=adapter_reason,
+        source_file=source,
+        sha256=digest,
+        safety=safety,
+        timeout=request.timeout,
+    )
+
+
+def _seeded(build: Callable[[], nn.Module]) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(CONSTRUCTION_SEED)
+        return build()
+
+
+def _check_sha256(source: Path | None, expected: str | None) -> str | None:
+    if source is None:
+        if expected:
+            raise ModelSpecError("--model-sha256 needs a model given as a file, not a module")
+        return None
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    if expected and digest != expected:
+        raise UnsafeModelError(
+            f"{source} has SHA-256 {digest}, but --model-sha256 expects {expected}; "
+            "the file changed since it was pinned: review it, then update the pin"
+        )
+    return digest
+
+
+def _check_safety(source: Path | None, *, trust: bool) -> str:
+    if source is None:
+        return "safety scan: not applicable (installed module)"
+    if trust:
+        return "safety scan SKIPPED (--trust-model)"
+    if _is_installed_package(source):
+        return "safety scan: not applicable (installed package)"
+    try:
+        findings = scan_model_file(source)
+    except SyntaxError as exc:
+        raise ModelSpecError(_syntax_message(exc)) from None
+    if findings:
+        listing = "\n".join(f"  {finding}" for finding in findings)
+        raise UnsafeModelError(
+            f"refused to run {source.name}: the safety scan found capabilities a model file "
+            f"should not need:\n{listing}\n"
+            "Review the code; if you trust it, pass --trust-model to run it anyway."
+        )
+    return "safety scan clean (the file and its local imports)"
+
+
+def _is_installed_package(path: Path) -> bool:
+    return any(part in {"site-packages", "dist-packages"} for part in path.parts)
+
+
+def _syntax_message(exc: SyntaxError) -> str:
+    return f"syntax error in {exc.filename}:{exc.lineno}: {exc.msg}"
+
+
+def _import(spec: ModelSpec, source: Path | None) -> ModuleType:
+    if spec.module is not None:
+        try:
+            return importlib.import_module(spec.module)
+        except ModuleNotFoundError as exc:
+            if exc.name and spec.module.startswith(exc.name):
+                raise ModelSpecError(
+                    f"cannot import {spec.module}: no module named {exc.name!r}; "
+                    "install the package or use path/to/file.py"
+                ) from None
+            raise ModelSpecError(_import_failure(spec.module, exc, source)) from None
+        except (Exception, SystemExit) as exc:
+            raise ModelSpecError(_import_failure(spec.module, exc, source)) from None
+    assert source is not None
+    return _import_file(source)
+
+
+def _import_file(path: Path) -> ModuleType:
+    """Execute ``path`` as a fresh module under a name unique to its location.
+
+    The source is compiled from the file itself, never from a ``__pycache__`` entry next to it,
+    so a stale or planted ``.pyc`` cannot run code the safety scan did not read.
+    """
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    name = f"_modeltiers_model_{path.stem}_{digest}"
+    module = ModuleType(name)
+    module.__file__ = str(path)
+    sys.modules[name] = module
+    sys.path.insert(0, str(path.parent))
+    try:
+        code = compile(path.read_bytes(), str(path), "exec")
+        exec(code, module.__dict__)
+    except SyntaxError as exc:
+        del sys.modules[name]
+        raise ModelSpecError(_syntax_message(exc)) from None
+    except (Exception, SystemExit) as exc:
+        del sys.modules[name]
+        raise ModelSpecError(_import_failure(path.name, exc, path)) from None
+    finally:
+        if str(path.parent) in sys.path:
+            sys.path.remove(str(path.parent))
+    return module
+
+
+def _import_failure(what: str, exc: BaseException, source: Path | None) -> str:
+    location = _user_location(exc, source)
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return (
+            f"{what} imports {exc.name!r}, which is not installed{location}; "
+            f"install it (pip install {exc.name.split('.')[0]}) or remove the import"
+        )
+    if isinstance(exc, SystemExit):
+        return f"{what} called sys.exit({exc.code!r}) while being imported{location}"
+    return f"importing {what} raised {type(exc).__name__}: {exc}{location}"
+
+
+def _user_location(exc: BaseException, source: Path | None) -> str:
+    """`` (file.py:LINE)`` for the innermost frame of the user's own code, if any."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    folder = str(source.parent) if source else None
+    for frame in reversed(frames):
+        if folder and frame.filename.startswith(folder):
+            return f" (at {Path(frame.filename).name}:{frame.lineno})"
+    return ""
+
+
+def _pick_candidate(module: ModuleType, spec: ModelSpec, where: str) -> tuple[Any, str]:
+    """The object that is the model (factory, instance or class) and a label saying which."""
+    if spec.attr is not None:
+        if not hasattr(module, spec.attr):
+            names = ", ".join(_model_like_names(module)) or "none"
+            raise ModelSpecError(
+                f"{where} has no attribute {spec.attr!r}; model-like names in it: {names}"
+            )
+        return getattr(module, spec.attr), f"{spec.raw}"
+    factory = getattr(module, FACTORY_NAME, None)
+    if callable(factory):
+        return factory, f"{where}::{FACTORY_NAME}"
+    for name in INSTANCE_NAMES:
+        if isinstance(getattr(module, name, None), nn.Module):
+            return getattr(module, name), f"{where}::{name}"
+    classes = _module_classes(module)
+    buildable = [cls for cls in classes if _needs_no_arguments(cls)]
+    if len(buildable) == 1:
+        return buildable[0], f"{where}::{buildable[0].__name__}"
+    if not buildable:
+        found = ", ".join(f"{c.__name__} (constructor needs arguments)" for c in classes)
+        raise ModelSpecError(
+            f"no model found in {where}: searched for a callable {FACTORY_NAME}, a module-level "
+            f"nn.Module named {' or '.join(INSTANCE_NAMES)}, and nn.Module subclasses defined in "
+            f"the file whose constructor needs no arguments (found: {found or 'none'}). "
+            f"Add `def {FACTORY_NAME}(): return MyModel(...)` or name one with {where}::NAME"
+        )
+    choices = ", ".join(f"{where}::{cls.__name__}" for cls in buildable)
+    raise ModelSpecError(
+        f"several models in {where}: {choices}; choose one with --model {where}::NAME, or add "
+        f"a {FACTORY_NAME}() function"
+    )
+
+
+def _module_classes(module: ModuleType) -> list[type[nn.Module]]:
+    return [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__
+    ]
+
+
+def _needs_no_arguments(cls: type) -> bool:
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return False
+    return all(
+        p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        for p in signature.parameters.values()
+    )
+
+
+def _model_like_names(module: ModuleType) -> list[str]:
+    return sorted(
+        name
+        for name, obj in vars(module).items()
+        if not name.startswith("_")
+        and (
+            isinstance(obj, nn.Module)
+            or (inspect.isclass(obj) and issubclass(obj, nn.Module))
+            or (inspect.isfunction(obj) and obj.__module__ == module.__name__)
+        )
+    )
+
+
+def _factory(candidate: Any, how: str, task: TaskSpec | None) -> Callable[[], nn.Module]:
+    """A zero-argument callable returning a fresh ``nn.Module`` each call."""
+    if isinstance(candidate, nn.Module):
+        return lambda: copy.deepcopy(candidate)
+    if inspect.isclass(candidate):
+        if not issubclass(candidate, nn.Module):
+            raise ModelSpecError(f"{how} is a class but not an nn.Module subclass")
+        if not _needs_no_arguments(candidate):
+            raise ModelSpecError(
+                f"{how}: {candidate.__name__}{inspect.signature(candidate)} needs arguments; add "
+                f"`def {FACTORY_NAME}(): return {candidate.__name__}(...)` to the file"
+            )
+        return lambda: _checked_module(candidate(), how)
+    if not callable(candidate):
+        raise ModelSpecError(
+            f"{how} is a {type(candidate).__name__}, not an nn.Module, a class or a factory"
+        )
+    kwargs = _factory_kwargs(candidate, how, task)
+    return lambda: _call_factory(candidate, kwargs, how)
+
+
+def _factory_kwargs(factory: Callable[..., Any], how: str, task: TaskSpec | None) -> dict[str, Any]:
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return {}
+    if "task_spec" in parameters:
+        if task is None and parameters["task_spec"].default is inspect.Parameter.empty:
+            raise ModelSpecError(
+                f"{how} needs task_spec, but no task is known before the model is built: "
+                "define TASK in the file or pass --task"
+            )
+        return {"task_spec": task}
+    required = [
+        name
+        for name, p in parameters.items()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if required:
+        raise ModelSpecError(
+            f"{how} needs arguments ({', '.join(required)}); a model factory takes no arguments "
+            "or only task_spec"
+        )
+    return {}
+
+
+def _call_factory(factory: Callable[..., Any], kwargs: dict[str, Any], how: str) -> nn.Module:
+    try:
+        built = factory(**kwargs)
+    except ModelSpecError:
+        raise
+    except Exception as exc:
+        location = _user_location(exc, Path(inspect.getfile(factory)))
+        raise ModelSpecError(f"{how}() raised {type(exc).__name__}: {exc}{location}") from None
+    return _checked_module(built, how)
+
+
+def _checked_module(built: Any, how: str) -> nn.Module:
+    if not isinstance(built, nn.Module):
+        raise ModelSpecError(
+            f"{how} returned {type(built).__name__}, not a torch.nn.Module; return the model "
+            "itself (not a tuple, a state dict or a config)"
+        )
+    return built
+
+
+def _explicit_task(
+    request: LoadRequest, module: ModuleType, where: str
+) -> tuple[TaskSpec | None, str]:
+    try:
+        if request.task:
+            return resolve_task(request.task), f"--task {request.task}"
+        declared = getattr(module, "TASK", None)
+        if declared is None:
+            return None, ""
+        if isinstance(declared, TaskSpec):
+            return declared, f"TASK in {where}"
+        if isinstance(declared, str | dict):
+            return resolve_task(declared), f"TASK in {where}"
+    except (TaskSpecError, OSError, json.JSONDecodeError) as exc:
+        source = f"--task {request.task}" if request.task else f"TASK in {where}"
+        raise ModelSpecError(f"{source}: {exc}") from None
+    raise ModelSpecError(
+        f"TASK in {where} is a {type(declared).__name__}; expected a built-in task name, a dict "
+        "like {'name': 'lm_tiny', 'input_schema': {'vocab_size': 1000}} or a TaskSpec"
+    )
+
+
+def _infer_task(model: nn.Module) -> tuple[TaskSpec, str]:
+    try:
+        names = list(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        names = []
+    shown = f"forward({', '.join(names)})"
+    if "pixel_values" in names:
+        return get_builtin_task("vision_tiny"), f"inferred from {shown}"
+    if "decoder_input_ids" in names:
+        return get_builtin_task("seq2seq_tiny"), f"inferred from {shown}"
+    return get_builtin_task("lm_tiny"), f"inferred from {shown}; set TASK or --task if not an LM"
+
+
+def _adapter_for(name: str | None, task: TaskSpec) -> tuple[TaskAdapter, str]:
+    try:
+        if name:
+            return load_adapter(name, task), f"--adapter {name}"
+        return get_adapter(task), f"task family {task.family}"
+    except AdapterError as exc:
+        raise ModelSpecError(str(exc)) from None

@@ -1,0 +1,24 @@
+"""Shared helpers for the project's tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Pytester's in-process runs restore ``sys.modules`` afterwards, dropping modules first imported
+# inside them. A C extension such as torch cannot be imported twice in one process, and
+# re-importing hypothesis and this package in every run costs seconds of assertion rewriting,
+# so what model loading imports is imported here, before any in-process run.
+import hypothesis  # noqa: F401
+import pytest
+import torch  # noqa: F401
+
+import pytest_modeltiers.models.loader
+import pytest_modeltiers.profiles
+import pytest_modeltiers.strategies  # noqa: F401
+
+
+@pytest.fixture
+def loader_models(pytester: pytest.Pytester) -> Path:
+    """The loader fixture models (``fixtures/models``) copied into the pytester directory."""
+    pytester.copy_example("models")
+    return pytester.path
