@@ -9,11 +9,12 @@ so torch and the library are imported inside the fixtures, never at module level
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_modeltiers.errors import ModelTiersError
+from pytest_modeltiers.recorder import RECORDER_KEY, CheckRecorder
 from pytest_modeltiers.session import SESSION_KEY
 
 if TYPE_CHECKING:
@@ -110,3 +111,17 @@ def sample_batch(task_spec: TaskSpec) -> dict[str, Tensor]:
 
     seq_len = min(SAMPLE_SEQ_LEN, task_spec.max_seq_len) if task_spec.max_seq_len else None
     return make_batch(task_spec, SAMPLE_BATCH_SIZE, seq_len, seed=0)
+
+
+@pytest.fixture
+def modeltiers_check(request: pytest.FixtureRequest) -> CheckRecorder:
+    """Where a built-in suite test records its check results (one verdict per test)."""
+    recorder = CheckRecorder()
+    request.node.stash[RECORDER_KEY] = recorder
+    return recorder
+
+
+@pytest.fixture(scope="session")
+def modeltiers_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The session's resolved modeltiers options, keyed by option destination."""
+    return dict(request.config.stash[SESSION_KEY].values)

@@ -63,6 +63,36 @@ def _parse_task_option(value: str) -> str:
     return value
 
 
+def _parse_score(value: str) -> float:
+    try:
+        score = float(value)
+    except ValueError:
+        raise OptionValueError(f"expected a health score from 0 to 100, got {value!r}") from None
+    if not 0 <= score <= 100:
+        raise OptionValueError(f"expected a health score from 0 to 100, got {value!r}")
+    return score
+
+
+def _parse_budget(value: str) -> float:
+    try:
+        budget = float(value)
+    except ValueError:
+        raise OptionValueError(f"expected a positive number, got {value!r}") from None
+    if not math.isfinite(budget) or budget <= 0:
+        raise OptionValueError(f"expected a positive number, got {value!r}")
+    return budget
+
+
+def _parse_batch_size(value: str) -> int:
+    try:
+        size = int(value)
+    except ValueError:
+        raise OptionValueError(f"expected a whole number of examples, got {value!r}") from None
+    if size < 1:
+        raise OptionValueError(f"expected at least 1, got {value!r}")
+    return size
+
+
 def _identity(value: str) -> str:
     return value
 
@@ -151,6 +181,50 @@ OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
         parse=_parse_timeout,
         default=300.0,
+    ),
+    Option(
+        ("--modeltiers-max-batch-size",),
+        "modeltiers_max_batch_size",
+        "largest batch the tier checks draw (default 8)",
+        metavar="N",
+        parse=_parse_batch_size,
+        default=8,
+    ),
+    Option(
+        ("--expect-no-grad",),
+        "modeltiers_expect_no_grad",
+        "parameter name pattern (fnmatch) expected to get no gradient, e.g. 'pooler.*'; repeatable",
+        metavar="PATTERN",
+        multiple=True,
+    ),
+    Option(
+        ("--modeltiers-memory-budget",),
+        "modeltiers_memory_budget",
+        "fail test_memory_footprint when parameters, buffers and peak activations of the "
+        "reference batch exceed MB megabytes (default: report only)",
+        metavar="MB",
+        parse=_parse_budget,
+    ),
+    Option(
+        ("--modeltiers-latency-budget",),
+        "modeltiers_latency_budget",
+        "fail test_inference_speed when the median latency exceeds MS milliseconds "
+        "(default: report only)",
+        metavar="MS",
+        parse=_parse_budget,
+    ),
+    Option(
+        ("--modeltiers-report",),
+        "modeltiers_report",
+        "write the session health report as JSON to PATH, with a Markdown twin next to it",
+        metavar="PATH",
+    ),
+    Option(
+        ("--modeltiers-fail-under",),
+        "modeltiers_fail_under",
+        "fail the session when the health score is below SCORE (0-100)",
+        metavar="SCORE",
+        parse=_parse_score,
     ),
 )
 

@@ -79,6 +79,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[SESSION_KEY] = state
     config.pluginmanager.register(fixtures, "modeltiers-fixtures")
+    config.pluginmanager.register(state, "modeltiers-session")
     if not (config.option.help or config.option.version):
         state.start()
 
@@ -101,4 +102,5 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(SESSION_KEY, None)
     if state is not None:
         state.stop()
+        config.pluginmanager.unregister(state)
         del config.stash[SESSION_KEY]

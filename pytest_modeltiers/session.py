@@ -11,7 +11,10 @@ needs torch, is imported when a model is actually named.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,22 +30,38 @@ from pytest_modeltiers.options import (
     option_named,
     resolve_value,
 )
+from pytest_modeltiers.recorder import RECORDER_KEY
+from pytest_modeltiers.suites import NODEID_PREFIX, is_suite_nodeid, suite_paths
+from pytest_modeltiers.timeouts import CheckTimeout, check_deadline
 
 if TYPE_CHECKING:
     from pytest_modeltiers.models.loader import LoadedModel
+    from pytest_modeltiers.report import CheckResult, HealthReport
 
 SESSION_KEY = pytest.StashKey["ModelTiersSession"]()
 
 
-@dataclass
+_SUITE_TEST = re.compile(r"^modeltiers/tier(?P<tier>\d)\.py::(?P<name>\w+)(\[(?P<param>.*)\])?$")
+
+
+@dataclass(eq=False)
 class ModelTiersSession:
-    """Options of this run and the models loaded for it, keyed by their display name."""
+    """Options of this run, the models loaded for it, and the checks' results.
+
+    Registered as a plugin for the session: its hook methods add the built-in suites to the
+    collection, bound each check in time, and gather one ``CheckResult`` per suite test from the
+    test reports (which xdist carries to the controller), so the report written at the end
+    agrees with pytest's outcomes with or without ``-n``.
+    """
 
     values: dict[str, Any]
     rootdir: Path
     model_flag_taken: bool = False
     models: dict[str, LoadedModel] = field(default_factory=dict)
     previous_profile: str | None = None
+    checks: list[CheckResult] = field(default_factory=list)
+    report_paths: tuple[Path, Path] | None = None
+    score_failed: bool = False
 
     @classmethod
     def from_config(cls, config: pytest.Config, *, model_flag_taken: bool) -> ModelTiersSession:
@@ -128,3 +147,141 @@ class ModelTiersSession:
                 f"timeout {self.timeout:g} s, CI={os.environ.get('CI', 'unset')}"
             )
         return lines
+
+    # -- the built-in suites ---------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_make_collect_report(self, collector: pytest.Collector) -> Generator[None, Any, Any]:
+        """With a model named, the built-in suites join the session's top-level collectors."""
+        report = yield
+        if isinstance(collector, pytest.Session) and report.passed and self.models:
+            report.result.extend(
+                pytest.Module.from_parent(collector, path=path, nodeid=NODEID_PREFIX + path.name)
+                for path in suite_paths()
+            )
+        return report
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        """Each built-in check runs under ``--modeltiers-timeout``; a hang fails only that test."""
+        if not is_suite_nodeid(item.nodeid):
+            return (yield)
+        try:
+            with check_deadline(self.timeout, item.name):
+                return (yield)
+        except CheckTimeout as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        """The test's verdict rides on its report as ``modeltiers_check`` (a JSON-able dict)."""
+        report = yield
+        if is_suite_nodeid(item.nodeid) and report.when == "call":
+            recorder = item.stash.get(RECORDER_KEY, None)
+            final = recorder.final() if recorder is not None else None
+            result = self._reconcile(final, report)
+            if result is not None:
+                report.modeltiers_check = result.to_dict()  # type: ignore[attr-defined]
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not is_suite_nodeid(report.nodeid):
+            return
+        carried = getattr(report, "modeltiers_check", None)
+        if carried is not None:
+            from pytest_modeltiers.report import CheckResult
+
+            self.checks.append(CheckResult.from_dict(carried))
+        elif report.when != "call" and (report.failed or report.skipped):
+            result = self._reconcile(None, report)
+            if result is not None:
+                self.checks.append(result)
+
+    def _reconcile(
+        self, final: CheckResult | None, report: pytest.TestReport
+    ) -> CheckResult | None:
+        """One result that agrees with pytest's outcome for this report."""
+        from pytest_modeltiers.report import CheckResult, CheckStatus
+
+        match = _SUITE_TEST.match(report.nodeid)
+        if match is None:
+            return None
+        name, tier = match["name"], int(match["tier"])
+        model = match["param"] or (self.model_keys[0] if len(self.models) == 1 else None)
+        reason = _report_reason(report)
+        if report.skipped:
+            result = CheckResult.skipped(name, tier, reason or "skipped")
+        elif report.failed and (final is None or final.ok):
+            status = CheckStatus.FAILED if report.when == "call" else CheckStatus.ERROR
+            result = CheckResult(name, tier, status, reason or f"{report.when} failed")
+        elif final is None:
+            result = CheckResult.passed(name, tier, "passed")
+        else:
+            result = final
+        return dataclasses.replace(
+            result, model=model, nodeid=report.nodeid, duration_seconds=max(report.duration, 0.0)
+        )
+
+    # -- the health report -----------------------------------------------------------------
+
+    def health_report(self) -> HealthReport:
+        from pytest_modeltiers.report import HealthReport
+
+        return HealthReport(self.checks, models=[m.identity(k) for k, m in self.models.items()])
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(session.config, "workerinput") or not self.models:
+            return
+        path = self.values["modeltiers_report"]
+        threshold = self.values["modeltiers_fail_under"]
+        if path is None and threshold is None:
+            return
+        report = self.health_report()
+        if path is not None:
+            self.report_paths = report.write(Path(path))
+        if threshold is not None and report.fail_under(threshold):
+            self.score_failed = True
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for line in self.summary_lines():
+            terminalreporter.write_line(line)
+
+    def summary_lines(self) -> list[str]:
+        if not self.checks:
+            return []
+        report = self.health_report()
+        summary = report.summary
+        score = report.health_score
+        shown = "n/a" if score is None else f"{score:.1f}"
+        counts = ", ".join(
+            f"{summary[k]} {k}"
+            for k in ("passed", "warning", "failed", "error", "skipped")
+            if summary.get(k)
+        )
+        lines = [f"modeltiers: health score {shown} ({counts})"]
+        if self.report_paths is not None:
+            lines.append(
+                f"modeltiers: report written to {self.report_paths[0]} and {self.report_paths[1]}"
+            )
+        if self.score_failed:
+            lines.append(
+                f"modeltiers: FAILED: health score {shown} is below "
+                f"--modeltiers-fail-under {self.values['modeltiers_fail_under']:g}"
+            )
+        return lines
+
+
+def _report_reason(report: pytest.TestReport) -> str:
+    """The first meaningful line of a report's failure or skip text."""
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    text = report.longreprtext.strip()
+    for line in text.splitlines():
+        if line.startswith("E "):
+            return line[2:].strip()
+    return text.splitlines()[-1] if text else ""

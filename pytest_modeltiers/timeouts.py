@@ -29,6 +29,15 @@ class ModelTimeoutError(ModelTiersError):
     """User code ran past its time budget."""
 
 
+class CheckTimeout(BaseException):
+    """A built-in check ran past ``--modeltiers-timeout``.
+
+    A ``BaseException`` on purpose: Hypothesis treats an ``Exception`` raised inside a property
+    as a failure to shrink, which would run the hanging model again and again; this one passes
+    straight through to the plugin, which fails the check with its message.
+    """
+
+
 def _can_use_signals() -> bool:
     return (
         sys.platform != "win32"
@@ -38,9 +47,11 @@ def _can_use_signals() -> bool:
 
 
 @contextmanager
-def _alarm(seconds: float, what: str) -> Iterator[None]:
+def _alarm(
+    seconds: float, what: str, error: type[BaseException] = ModelTimeoutError
+) -> Iterator[None]:
     def on_alarm(signum: int, frame: FrameType | None) -> None:
-        raise ModelTimeoutError(f"{what} timed out after {seconds:g} s")
+        raise error(f"{what} timed out after {seconds:g} s")
 
     previous_handler = signal.signal(signal.SIGALRM, on_alarm)
     previous_timer = signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -51,6 +62,20 @@ def _alarm(seconds: float, what: str) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous_handler)
         if previous_timer[0] > 0:
             signal.setitimer(signal.ITIMER_REAL, *previous_timer)
+
+
+@contextmanager
+def check_deadline(seconds: float, what: str) -> Iterator[bool]:
+    """Raise ``CheckTimeout`` in the block past ``seconds``; yields whether the bound is active.
+
+    Only the main thread of a POSIX process can be interrupted; elsewhere the block runs
+    unbounded and the caller is told so by the yielded ``False``.
+    """
+    if not _can_use_signals():
+        yield False
+        return
+    with _alarm(seconds, what, CheckTimeout):
+        yield True
 
 
 def call_with_timeout(fn: Callable[[], T], seconds: float, what: str) -> T:

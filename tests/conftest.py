@@ -10,11 +10,14 @@ from pathlib import Path
 # so what model loading imports is imported here, before any in-process run.
 import hypothesis  # noqa: F401
 import pytest
-import torch  # noqa: F401
+import torch
+import torch._dynamo  # noqa: F401  (the memory check reaches it; it registers torch ops once)
 
+import pytest_modeltiers.checks.tier1
 import pytest_modeltiers.models.loader
 import pytest_modeltiers.profiles
-import pytest_modeltiers.strategies  # noqa: F401
+import pytest_modeltiers.strategies
+import pytest_modeltiers.suites.tier1  # noqa: F401
 
 
 @pytest.fixture

@@ -113,6 +113,19 @@ class LoadedModel:
             lambda: _seeded(self.build), self.timeout, f"building the model ({self.how})"
         )
 
+    def identity(self, key: str) -> dict[str, Any]:
+        """Who was tested, for the health report."""
+        return {
+            "key": key,
+            "spec": self.spec.raw,
+            "class_name": self.class_name,
+            "num_parameters": self.num_parameters,
+            "file": str(self.source_file) if self.source_file else None,
+            "sha256": self.sha256,
+            "task": self.task.name,
+            "adapter": self.adapter.name,
+        }
+
     def describe(self, key: str) -> list[str]:
         """Header lines: which model, task and adapter were chosen, and why."""
         task = self.task

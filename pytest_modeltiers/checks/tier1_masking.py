@@ -1,0 +1,614 @@
+"""Tier 1 masking checks: causal masking and padding invariance (DESIGN §5).
+
+PYTEST_DONT_REWRITE
+
+Both checks are *differential*: run the model twice in eval mode on two inputs that a correctly
+masked model cannot tell apart at the positions we look at, and compare those outputs with a
+tolerance. That catches any leak, whatever its mechanism (a missing or off-by-one attention mask,
+a pooling or normalisation that reads padding, positions counted from the end), without knowing
+how the model is written.
+
+- ``check_causal_masking``: change every token *after* ``position`` (to different ids, chosen
+  deterministically) and require the outputs at positions ``0..position`` to stay the same. For
+  decoder LMs that is ``input_ids``; for seq2seq models it is the decoder side: the adapter
+  builds ``decoder_input_ids = shift_right(labels)``, so changing ``labels[:, position:]``
+  changes ``decoder_input_ids[:, position + 1:]`` and must leave decoder logits ``0..position``
+  unchanged. The message names the *first* leaking position (the smallest ``j <= position``
+  whose output changed): for a model with no mask at all that is 0; for an off-by-one mask that
+  lets ``t`` see ``t + 1`` it is ``position`` itself.
+- ``check_padding_invariance``: append ``pad`` padding positions on the right (the task's
+  ``pad_token_id``, else 0, with ``attention_mask`` 0) and require the outputs at real positions
+  (LM), the decoder outputs (seq2seq, whose encoder side is padded), or the pooled logits
+  (classification) to stay the same. It applies to models whose ``forward`` receives
+  ``attention_mask`` (read from the adapter's call plan); without one a model cannot tell
+  padding from tokens, so the check is skipped with that reason.
+
+Tolerance: an element differs when ``|a - b| > atol + rtol * |b|`` (``torch.isclose``), with
+``atol = rtol = 1e-4`` by default. Two float32 forward passes over different sequence lengths
+take different kernel paths, whose rounding differs by ~1e-6 relative on these sizes; 1e-4 gives
+two orders of magnitude of headroom while a real leak moves logits by ~1e-2 or more. Only
+positions with ``attention_mask == 1`` are compared: outputs at padded positions are undefined.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from pytest_modeltiers.models.adapters import TaskAdapter
+from pytest_modeltiers.models.batches import batch_signature
+from pytest_modeltiers.report import CheckResult
+
+__all__ = ["check_causal_masking", "check_padding_invariance"]
+
+Batch = dict[str, Any]
+
+CAUSAL = "test_causal_masking"
+PADDING = "test_padding_invariance"
+TIER = 1
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode and restore each submodule's own ``training`` flag afterwards.
+
+    Restoring per module (not ``model.train(previous)``) keeps a user's deliberate mix, such as
+    a frozen backbone in eval mode inside a model in train mode.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def model_device(model: nn.Module) -> torch.device | None:
+    """The device of the model's first parameter or buffer; ``None`` for a stateless model."""
+    for param in model.parameters():
+        return param.device
+    for buffer in model.buffers():
+        return buffer.device
+    return None
+
+
+def to_device(batch: Batch, device: torch.device | None) -> Batch:
+    """A shallow copy of ``batch`` with its tensors on ``device`` (no copy when already there)."""
+    if device is None:
+        return dict(batch)
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def forward_logits(model: nn.Module, adapter: TaskAdapter, batch: Batch) -> torch.Tensor:
+    """The adapter's logits for ``batch`` (per-token classifier outputs pooled with the mask)."""
+    outputs = adapter.forward(model, batch)
+    return adapter.get_logits(outputs, adapter.task, batch=batch)
+
+
+def mismatch(
+    actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Elementwise ``|a - b| > atol + rtol * |b|`` (NaN equal to NaN), and ``|a - b|``.
+
+    Non-finite differences (inf - inf) are reported as 0 in the magnitude: whether the values
+    are "the same" is decided by ``isclose``; the magnitude is only for the message.
+    """
+    actual = actual.detach().float()
+    expected = expected.detach().float()
+    bad = ~torch.isclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True)
+    diff = torch.nan_to_num((actual - expected).abs(), nan=0.0, posinf=0.0, neginf=0.0)
+    diff = torch.where(bad & (diff == 0), torch.full_like(diff, float("inf")), diff)
+    return bad, diff
+
+
+def _elapsed(start: float) -> float:
+    return max(0.0, time.perf_counter() - start)
+
+
+def _exception_result(
+    check: str, exc: BaseException, what: str, batch: Batch, start: float
+) -> CheckResult:
+    """A failure for an exception raised while running the user's model (never swallowed)."""
+    return CheckResult.failed(
+        check,
+        TIER,
+        f"{what} raised {type(exc).__name__}: {exc} (input: {batch_signature(batch)}). The "
+        "check could not compare outputs; fix the exception first (re-run this input to "
+        "reproduce it).",
+        {
+            "exception_type": type(exc).__name__,
+            "exception": str(exc),
+            "input": batch_signature(batch),
+        },
+        duration_seconds=_elapsed(start),
+    )
+
+
+def _vocab_size(adapter: TaskAdapter, ids: torch.Tensor) -> int:
+    """The task's vocabulary size, else one more than the largest id in the batch."""
+    vocab = adapter.task.vocab_size
+    if vocab is not None:
+        return int(vocab)
+    return int(ids.max()) + 1 if ids.numel() else 1
+
+
+def perturb_after(ids: torch.Tensor, start: int, vocab: int) -> torch.Tensor:
+    """``ids`` with every id at positions ``>= start`` replaced by a *different* valid id.
+
+    ``(id + k) % vocab`` with ``k`` in ``[1, vocab - 1]`` never maps an id to itself, and ``k``
+    varies with row and position so that the new tokens are not a uniform shift (which a model
+    with tied or relative embeddings might partly cancel). Negative ids (the ``-100`` "ignore"
+    label) are left alone. Deterministic: the same input gives the same perturbation.
+    """
+    out = ids.clone()
+    region = ids[:, start:]
+    if region.numel() == 0:
+        return out
+    rows = torch.arange(region.shape[0], device=ids.device)[:, None]
+    cols = torch.arange(region.shape[1], device=ids.device)[None, :]
+    offsets = 1 + (rows * 7 + cols * 3 + 5) % (vocab - 1)
+    changed = (region + offsets) % vocab
+    out[:, start:] = torch.where(region >= 0, changed, region)
+    return out
+
+
+def _real_positions(mask: Any, shape: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """Bool [B,T]: positions whose mask is 1 (all positions when there is no usable mask)."""
+    if isinstance(mask, torch.Tensor) and tuple(mask.shape) == shape:
+        return mask.to(device) != 0
+    return torch.ones(shape, dtype=torch.bool, device=device)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}"
+
+
+# --------------------------------------------------------------------------- causal masking
+
+
+def check_causal_masking(
+    model: nn.Module,
+    adapter: TaskAdapter,
+    batch: Batch,
+    *,
+    position: int,
+    atol: float = 1e-4,
+    rtol: float = 1e-4,
+) -> CheckResult:
+    """Changing tokens after ``position`` must not change outputs at positions ``<= position``.
+
+    Decoder LMs perturb ``input_ids``; seq2seq models perturb the decoder side through
+    ``labels`` (or ``decoder_input_ids`` when the batch carries them). Other task families are
+    skipped with the reason. Runs in eval mode under ``no_grad`` and restores every module's
+    mode. ``position`` must index the sequence (``0 <= position < T``); when it is the last
+    position nothing follows it and the check is skipped.
+    """
+    start = time.perf_counter()
+    family = adapter.task.family
+    if family not in ("lm", "seq2seq"):
+        return CheckResult.skipped(
+            CAUSAL,
+            TIER,
+            "causal masking applies to decoder language models (and the decoder of seq2seq "
+            f"models); this task is {family}.",
+            {"family": family},
+        )
+    if family == "lm":
+        key, shift = "input_ids", 0
+    elif "decoder_input_ids" in batch:
+        key, shift = "decoder_input_ids", 0
+    else:
+        # decoder_input_ids[:, k] = labels[:, k - 1]: to change decoder inputs after `position`,
+        # change labels from `position` on.
+        key, shift = "labels", 1
+    ids = batch.get(key)
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
+        return CheckResult.failed(
+            CAUSAL,
+            TIER,
+            f"the {family} batch needs {key!r} as a Long[B,T] tensor to test causal masking; it "
+            f"has {batch_signature(batch)}.",
+            {"input": batch_signature(batch)},
+            duration_seconds=_elapsed(start),
+        )
+    length = int(ids.shape[1])
+    if not 0 <= position < length:
+        raise ValueError(
+            f"position={position} is outside the sequence of length {length} ({key}); it must "
+            f"satisfy 0 <= position < {length}."
+        )
+    where = "decoder position" if family == "seq2seq" else "position"
+    if position == length - 1:
+        return CheckResult.skipped(
+            CAUSAL,
+            TIER,
+            f"{where} {position} is the last of {length}; there are no later tokens to change.",
+            {"position": position, "length": length},
+        )
+    vocab = _vocab_size(adapter, ids)
+    if vocab < 2:
+        return CheckResult.skipped(
+            CAUSAL,
+            TIER,
+            f"the vocabulary has {vocab} token(s), so no token can be changed to another one.",
+            {"vocab_size": vocab},
+        )
+
+    device = model_device(model)
+    original = to_device(batch, device)
+    perturbed = dict(original)
+    perturbed[key] = perturb_after(original[key], position + 1 - shift, vocab)
+    labels = original.get("labels")
+    if family == "lm" and isinstance(labels, torch.Tensor) and labels.shape == ids.shape:
+        perturbed["labels"] = perturb_after(labels, position + 1, vocab)
+    signature = batch_signature(batch)
+
+    with eval_mode(model), torch.no_grad():
+        try:
+            reference = forward_logits(model, adapter, original)
+        except Exception as exc:
+            return _exception_result(CAUSAL, exc, "forward on the original input", batch, start)
+        try:
+            changed = forward_logits(model, adapter, perturbed)
+        except Exception as exc:
+            return _exception_result(
+                CAUSAL,
+                exc,
+                f"forward with the tokens after {where} {position} changed",
+                batch,
+                start,
+            )
+        rows = int(ids.shape[0])
+        if reference.dim() < 3 or tuple(reference.shape[:2]) != (rows, length):
+            return CheckResult.failed(
+                CAUSAL,
+                TIER,
+                f"causal masking needs one row of logits per {where} ([B,T,V] with B={rows}, "
+                f"T={length}), but the model returned logits {list(reference.shape)} for "
+                f"{signature}.",
+                {"logits_shape": list(reference.shape), "input": signature},
+                duration_seconds=_elapsed(start),
+            )
+        mask_key = "attention_mask" if family == "lm" else "decoder_attention_mask"
+        real = _real_positions(original.get(mask_key), (rows, length), reference.device)
+        head = slice(0, position + 1)
+        bad, diff = mismatch(changed[:, head], reference[:, head], atol, rtol)
+        trailing = tuple(range(2, bad.dim()))
+        bad_pos = (bad.any(dim=trailing) if trailing else bad) & real[:, head]
+        diff_pos = torch.where(real[:, head], diff.amax(dim=trailing) if trailing else diff, 0.0)
+        leaking = [int(j) for j in torch.nonzero(bad_pos.any(dim=0)).flatten().tolist()]
+        max_diff = float(diff_pos.max()) if diff_pos.numel() else 0.0
+
+        details: dict[str, Any] = {
+            "family": family,
+            "position": position,
+            "length": length,
+            "perturbed": f"{key}[:, {position + 1 - shift}:]",
+            "input": signature,
+            "max_abs_diff": max_diff,
+            "atol": atol,
+            "rtol": rtol,
+            "compared_positions": position + 1,
+        }
+        if not leaking:
+            return CheckResult.passed(
+                CAUSAL,
+                TIER,
+                f"outputs at {where}s 0..{position} are unchanged (max |diff| {_fmt(max_diff)}) "
+                f"when the tokens after {where} {position} change ({signature}).",
+                details,
+                duration_seconds=_elapsed(start),
+            )
+
+        # Before blaming the mask, make sure the model is deterministic in eval mode: a model
+        # whose output changes between two identical calls would look like a leak.
+        try:
+            again = forward_logits(model, adapter, original)
+        except Exception as exc:
+            return _exception_result(CAUSAL, exc, "a repeated forward", batch, start)
+        noise, _ = mismatch(again[:, head], reference[:, head], atol, rtol)
+        if bool((noise.any(dim=trailing) if trailing else noise).any()):
+            return CheckResult.failed(
+                CAUSAL,
+                TIER,
+                "the model is not deterministic in eval mode: two forward passes on the same "
+                f"input ({signature}) gave different outputs, so causal masking cannot be "
+                "judged. Remove randomness from eval mode (dropout applied with "
+                "training=True, random sampling in forward); see test_output_stability.",
+                {**details, "nondeterministic": True},
+                duration_seconds=_elapsed(start),
+            )
+
+    first = leaking[0]
+    per_position = {str(j): float(diff_pos[:, j].max()) for j in leaking[:10]}
+    first_row = int(torch.nonzero(bad_pos[:, first]).flatten()[0])
+    if leaking == [position] and position > 0:
+        cause = (
+            f"{where} {first} sees the token right after it: the mask is off by one (e.g. "
+            "torch.triu(..., diagonal=2) or tril(diagonal=1) instead of the strict future). "
+        )
+    else:
+        cause = (
+            f"{where} {first} sees tokens after {position}: future tokens are not masked "
+            "(attention without a causal mask, or a mixing op such as a mean, normalisation or "
+            "convolution over the whole sequence). "
+        )
+    details.update(
+        {
+            "first_leaking_position": first,
+            "first_leaking_row": first_row,
+            "leaking_positions": leaking,
+            "max_abs_diff_by_position": per_position,
+        }
+    )
+    return CheckResult.failed(
+        CAUSAL,
+        TIER,
+        f"causal leak: the output at {where} {first} (row {first_row}) changed when only the "
+        f"tokens after {where} {position} changed; leaking {where}s {_positions(leaking)}, max "
+        f"|diff| {_fmt(max_diff)} (tolerance {atol:g} + {rtol:g}*|ref|) for input {signature}. "
+        + cause
+        + "Fix: mask attention to the future (F.scaled_dot_product_attention(..., "
+        "is_causal=True), or nn.Transformer.generate_square_subsequent_mask(T) as the mask).",
+        details,
+        duration_seconds=_elapsed(start),
+    )
+
+
+def _positions(positions: list[int]) -> str:
+    shown = ", ".join(str(p) for p in positions[:8])
+    return f"[{shown}{', ...' if len(positions) > 8 else ''}]"
+
+
+# --------------------------------------------------------------------------- padding invariance
+
+
+def _takes_attention_mask(model: nn.Module, adapter: TaskAdapter, batch: Batch) -> bool:
+    """Whether the adapter passes ``attention_mask`` to this model's ``forward``."""
+    probe = dict(batch)
+    probe.setdefault("attention_mask", None)
+    prepared = adapter.prepare_inputs(probe)
+    plan = adapter.call_plan(model, prepared)
+    return plan.positional == "attention_mask" or "attention_mask" in plan.keywords
+
+
+def _pad_batch(batch: Batch, family: str, keep: int, pad: int, pad_id: int) -> tuple[Batch, Batch]:
+    """(reference, padded): the batch cut to ``keep`` positions, and that plus ``pad`` padding.
+
+    Every tensor shaped ``[B, T, ...]`` like ``input_ids`` on the encoder/token side is cut and
+    padded: ``input_ids`` (and an LM's ``labels``) with ``pad_id``, ``attention_mask`` and any
+    other such tensor (``token_type_ids``) with 0. Decoder-side keys of seq2seq batches are left
+    as they are: padding is appended to the source only.
+    """
+    ids = batch["input_ids"]
+    rows, length = int(ids.shape[0]), int(ids.shape[1])
+    decoder_keys = {"labels", "decoder_input_ids", "decoder_attention_mask"}
+    reference: Batch = {}
+    padded: Batch = {}
+    for key, value in batch.items():
+        seq_like = (
+            isinstance(value, torch.Tensor)
+            and value.dim() >= 2
+            and tuple(value.shape[:2]) == (rows, length)
+            and not (family == "seq2seq" and key in decoder_keys)
+            and not (family == "classification" and key == "labels")
+        )
+        if not seq_like:
+            reference[key] = value
+            padded[key] = value
+            continue
+        cut = value[:, :keep]
+        fill = pad_id if key in ("input_ids", "labels") else 0
+        extra = torch.full(
+            (rows, pad, *value.shape[2:]), fill, dtype=value.dtype, device=value.device
+        )
+        reference[key] = cut
+        padded[key] = torch.cat([cut, extra], dim=1)
+    if "attention_mask" not in batch:
+        ones = torch.ones(rows, keep, dtype=torch.long, device=ids.device)
+        reference["attention_mask"] = ones
+        zeros = torch.zeros(rows, pad, dtype=torch.long, device=ids.device)
+        padded["attention_mask"] = torch.cat([ones, zeros], dim=1)
+    return reference, padded
+
+
+def check_padding_invariance(
+    model: nn.Module,
+    adapter: TaskAdapter,
+    batch: Batch,
+    *,
+    pad: int = 3,
+    atol: float = 1e-4,
+    rtol: float = 1e-4,
+) -> CheckResult:
+    """Appending ``pad`` masked padding positions must not change what the model computes.
+
+    LM: logits at real positions; seq2seq: the decoder logits (the source is padded);
+    classification: the pooled logits (``adapter.get_logits(..., batch=)``). Skipped for vision
+    tasks and for models whose ``forward`` does not receive ``attention_mask``. When the padded
+    length would exceed the task's ``max_seq_len``, the input is first cut so that it fits (the
+    details say so): the comparison is between that cut input and the same plus padding.
+    """
+    start = time.perf_counter()
+    if pad < 1:
+        raise ValueError(f"pad={pad}; padding invariance needs at least one padding position.")
+    family = adapter.task.family
+    if family not in ("lm", "classification", "seq2seq"):
+        return CheckResult.skipped(
+            PADDING,
+            TIER,
+            f"padding invariance applies to token sequences with an attention_mask; this task "
+            f"is {family}.",
+            {"family": family},
+        )
+    ids = batch.get("input_ids")
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
+        return CheckResult.failed(
+            PADDING,
+            TIER,
+            "padding invariance needs 'input_ids' as a Long[B,T] tensor; the batch has "
+            f"{batch_signature(batch)}.",
+            {"input": batch_signature(batch)},
+            duration_seconds=_elapsed(start),
+        )
+    try:
+        takes_mask = _takes_attention_mask(model, adapter, batch)
+    except Exception as exc:
+        return _exception_result(PADDING, exc, "planning the forward call", batch, start)
+    if not takes_mask:
+        return CheckResult.skipped(
+            PADDING,
+            TIER,
+            f"{type(model).__name__}.forward does not take attention_mask, so padding cannot "
+            "be marked and the model cannot tell it from real tokens; padding invariance does "
+            "not apply.",
+            {"family": family},
+        )
+
+    length = int(ids.shape[1])
+    limit = adapter.task.max_seq_len
+    keep, pad_used = length, pad
+    if limit is not None and length + pad > limit:
+        if limit < 2:
+            return CheckResult.skipped(
+                PADDING,
+                TIER,
+                f"the task's max_seq_len is {limit}: no room for a real token and padding.",
+                {"max_seq_len": limit},
+            )
+        pad_used = min(pad, limit - 1)
+        keep = min(length, limit - pad_used)
+    pad_id = adapter.task.pad_token_id
+    pad_id = 0 if pad_id is None else int(pad_id)
+    device = model_device(model)
+    reference_batch, padded_batch = _pad_batch(
+        to_device(batch, device), family, keep, pad_used, pad_id
+    )
+    signature = batch_signature(reference_batch)
+    padded_signature = batch_signature(padded_batch)
+
+    with eval_mode(model), torch.no_grad():
+        try:
+            reference = forward_logits(model, adapter, reference_batch)
+        except Exception as exc:
+            return _exception_result(PADDING, exc, "forward on the unpadded input", batch, start)
+        try:
+            padded = forward_logits(model, adapter, padded_batch)
+        except Exception as exc:
+            return _exception_result(
+                PADDING,
+                exc,
+                f"forward with {pad_used} padding positions appended",
+                padded_batch,
+                start,
+            )
+
+    details: dict[str, Any] = {
+        "family": family,
+        "pad": pad_used,
+        "pad_token_id": pad_id,
+        "input": signature,
+        "padded_input": padded_signature,
+        "atol": atol,
+        "rtol": rtol,
+    }
+    if keep != length:
+        details["truncated_to"] = keep
+    rows = int(ids.shape[0])
+    if family == "lm":
+        if reference.dim() < 3 or tuple(padded.shape[:2]) != (rows, keep + pad_used):
+            return _shape_failure(reference, padded, "[B,T,V] per position", details, start)
+        real = _real_positions(reference_batch.get("attention_mask"), (rows, keep), padded.device)
+        bad, diff = mismatch(padded[:, :keep], reference, atol, rtol)
+        what = "outputs at real positions"
+    elif family == "seq2seq":
+        if tuple(padded.shape) != tuple(reference.shape) or reference.dim() < 2:
+            return _shape_failure(reference, padded, "the same decoder logits", details, start)
+        t_dec = int(reference.shape[1])
+        real = _real_positions(
+            reference_batch.get("decoder_attention_mask"), (rows, t_dec), padded.device
+        )
+        bad, diff = mismatch(padded, reference, atol, rtol)
+        what = "decoder outputs"
+    else:
+        if tuple(padded.shape) != tuple(reference.shape):
+            return _shape_failure(reference, padded, "the same pooled logits", details, start)
+        real = None
+        bad, diff = mismatch(padded, reference, atol, rtol)
+        what = "pooled logits"
+
+    if real is not None:
+        trailing = tuple(range(2, bad.dim()))
+        bad_pos = (bad.any(dim=trailing) if trailing else bad) & real
+        diff_pos = torch.where(real, diff.amax(dim=trailing) if trailing else diff, 0.0)
+    else:
+        bad_pos = bad.reshape(rows, -1).any(dim=1)
+        diff_pos = diff.reshape(rows, -1).amax(dim=1)
+    max_diff = float(diff_pos.max()) if diff_pos.numel() else 0.0
+    details["max_abs_diff"] = max_diff
+    if not bool(bad_pos.any()):
+        return CheckResult.passed(
+            PADDING,
+            TIER,
+            f"{what} are unchanged (max |diff| {_fmt(max_diff)}) when {pad_used} masked padding "
+            f"positions are appended to {signature}.",
+            details,
+            duration_seconds=_elapsed(start),
+        )
+    bad_rows = [int(r) for r in torch.nonzero(bad_pos.reshape(rows, -1).any(dim=1)).flatten()]
+    details["changed_rows"] = bad_rows
+    where = ""
+    if real is not None:
+        positions = [int(p) for p in torch.nonzero(bad_pos.any(dim=0)).flatten().tolist()]
+        details["changed_positions"] = positions
+        label = "decoder positions" if family == "seq2seq" else "positions"
+        where = f" at {label} {_positions(positions)}"
+    cause = {
+        "classification": "the pooling or attention reads padded positions (e.g. a mean or max "
+        "over every position, or attention that ignores attention_mask). Fix: pool over real "
+        "tokens only, (x * mask).sum(1) / mask.sum(1), and mask padded keys in attention.",
+        "lm": "something that mixes the whole sequence ignores attention_mask (a mean, "
+        "normalisation or un-masked bidirectional attention over all positions, or positions "
+        "counted from the end). Fix: exclude positions with attention_mask == 0 from every "
+        "sequence-wide operation.",
+        "seq2seq": "the encoder or the cross-attention reads padded source positions. Fix: mask "
+        "padded source keys (attention_mask == 0) in encoder self-attention and in the "
+        "decoder's cross-attention.",
+    }[family]
+    return CheckResult.failed(
+        PADDING,
+        TIER,
+        f"padding leak: {what} changed{where} in rows {_positions(bad_rows)} when {pad_used} "
+        f"padding positions (id {pad_id}, attention_mask 0) were appended on the right; max "
+        f"|diff| {_fmt(max_diff)} (tolerance {atol:g} + {rtol:g}*|ref|), input {signature} -> "
+        f"{padded_signature}. Likely cause: {cause}",
+        details,
+        duration_seconds=_elapsed(start),
+    )
+
+
+def _shape_failure(
+    reference: torch.Tensor,
+    padded: torch.Tensor,
+    expected: str,
+    details: dict[str, Any],
+    start: float,
+) -> CheckResult:
+    return CheckResult.failed(
+        PADDING,
+        TIER,
+        f"padding changed the output shape beyond the padded positions: {list(reference.shape)} "
+        f"without padding, {list(padded.shape)} with it (expected {expected}); input "
+        f"{details['input']} -> {details['padded_input']}.",
+        {**details, "shape": list(reference.shape), "padded_shape": list(padded.shape)},
+        duration_seconds=_elapsed(start),
+    )

@@ -1,0 +1,277 @@
+"""Tier 1: is the model wired right?
+
+Each test draws inputs (a deterministic sweep where the issue asks for every shape, Hypothesis
+where a search with shrinking finds more), calls one check from ``checks.tier1`` and asserts on
+its ``CheckResult``. The checks restore the model's mode and gradients, so one fresh model per
+test serves all of its examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from torch import nn
+
+from pytest_modeltiers.checks import tier1
+from pytest_modeltiers.config.task_spec import TaskSpec
+from pytest_modeltiers.models.adapters import TaskAdapter
+from pytest_modeltiers.models.batches import make_batch
+from pytest_modeltiers.recorder import CheckRecorder
+from pytest_modeltiers.strategies import batches
+from pytest_modeltiers.suites.support import expect
+
+pytestmark = pytest.mark.tier1
+
+Batch = dict[str, torch.Tensor]
+REFERENCE_SEQ_LEN = 64
+
+
+def _max_batch(options: dict[str, Any]) -> int:
+    size: int = options["modeltiers_max_batch_size"]
+    return size
+
+
+def _reference_len(task: TaskSpec, cap: int = REFERENCE_SEQ_LEN) -> int | None:
+    return min(cap, task.max_seq_len) if task.max_seq_len else None
+
+
+def _shape_sweep(task: TaskSpec, max_batch: int) -> Iterator[Batch]:
+    """Every sequence length from 1 up (decoder lengths from the top down), batch sizes cycling
+    through 1..max_batch; for images, every batch size."""
+    if task.family == "vision":
+        for size in range(1, max_batch + 1):
+            yield make_batch(task, size, seed=size)
+        return
+    longest = task.max_seq_len or 1
+    longest_target = task.max_target_len or longest
+    for length in range(1, longest + 1):
+        size = 1 + (length - 1) % max_batch
+        target = max(1, longest_target - (length - 1) % longest_target)
+        yield make_batch(task, size, length, target_len=target, seed=length)
+
+
+def _edge_batches(task: TaskSpec, max_batch: int) -> Iterator[Batch]:
+    """Inputs at the ends of the input space: the first and last token id, the extreme pixels."""
+    from pytest_modeltiers.models.batches import pixel_range
+
+    batch = make_batch(task, max_batch, _reference_len(task), seed=0)
+    if task.family == "vision":
+        low, high = pixel_range(task)
+        for value in (low, high):
+            yield {**batch, "pixel_values": torch.full_like(batch["pixel_values"], value)}
+        return
+    for token in (0, (task.vocab_size or 1) - 1):
+        ids = torch.full_like(batch["input_ids"], token)
+        edge = {**batch, "input_ids": ids}
+        if task.family == "lm":
+            edge["labels"] = ids.clone()
+        yield edge
+
+
+def test_shape_robustness(
+    request: pytest.FixtureRequest,
+    model: nn.Module,
+    adapter: TaskAdapter,
+    task_spec: TaskSpec,
+    modeltiers_check: CheckRecorder,
+    modeltiers_options: dict[str, Any],
+) -> None:
+    """Every batch size and sequence length gives the output shape the task promises."""
+    max_batch = _max_batch(modeltiers_options)
+    for batch in _shape_sweep(task_spec, max_batch):
+        expect(
+            request, modeltiers_check, tier1.check_shape_robustness(model, adapter, batch), batch
+        )
+
+    @given(batch=batches(task_spec, max_batch_size=max_batch, padding=False))
+    def any_shape(batch: Batch) -> None:
+        result = tier1.check_shape_robustness(model, adapter, batch)
+        expect(request, modeltiers_check, result, batch)
+
+    any_shape()
+
+
+def test_output_finite(
+    request: pytest.FixtureRequest,
+    model: nn.Module,
+    adapter: TaskAdapter,
+    task_spec: TaskSpec,
+    modeltiers_check: CheckRecorder,
+    modeltiers_options: dict[str, Any],
+) -> None:
+    """No NaN or Inf for any input, the extreme token ids and pixel values included."""
+    max_batch = _max_batch(modeltiers_options)
+    for batch in _edge_batches(task_spec, max_batch):
+        expect(request, modeltiers_check, tier1.check_output_finite(model, adapter, batch), batch)
+
+    @given(batch=batches(task_spec, max_batch_size=max_batch))
+    def any_input(batch: Batch) -> None:
+        expect(request, modeltiers_check, tier1.check_output_finite(model, adapter, batch), batch)
+
+    any_input()
+
+
+def test_gradient_flow(
+    request: pytest.FixtureRequest,
+    model: nn.Module,
+    adapter: TaskAdapter,
+    task_spec: TaskSpec,
+    modeltiers_check: CheckRecorder,
+    modeltiers_options: dict[str, Any],
+) -> None:
+    """One backward pass of the task loss reaches every trainable parameter, finite and non-zero."""
+    batch = make_batch(task_spec, 2, _reference_len(task_spec, 16), seed=0)
+    expected = modeltiers_options["modeltiers_expect_no_grad"]
+    result = tier1.check_gradient_flow(model, adapter, batch, expected_unused=expected)
+    expect(request, modeltiers_check, result, batch)
+
+
+def test_output_stability(
+    request: pytest.FixtureRequest,
+    model: nn.Module,
+    adapter: TaskAdapter,
+    task_spec: TaskSpec,
+    modeltiers_check: CheckRecorder,
+    modeltiers_options: dict[str, Any],
+) -> None:
+    """Eval mode is deterministic; outputs neither collapse across inputs nor explode."""
+    size = max(2, min(4, _max_batch(modeltiers_options)))
+    inputs = [make_batch(task_spec, size, _reference_len(task_spec, 16), seed=s) for s in range(4)]
+    result = tier1.check_output_stability(model, adapter, inputs)
+    expect(request, modeltiers_check, result, inputs[0])
+
+
+def test_batch_independence(
+    request: pytest.FixtureRequest,
+    model: nn.Module,
+    adapter: TaskAdapter,
+    task_spec: TaskSpec,
+    modeltiers_check: CheckRecorder,
+    modeltiers_options: dict[str, Any],
+) -> None:
+    """Each example's output is the same alone as inside a batch."""
+    max_batch = max(2, _max_batch(modeltiers_options))
+
+    @given(batch=batches(task_spec, max_batch_size=max_batch).filter(_has_several))
+    def any_batch(batch: Batch) -> None:
+        result = tier1.check_batch_independence(model, adapter, batch)
+        expect(request, modeltiers_check, result, batch)
+
+    any_batch()
+
+
+def _has_several(batch: Batch) -> bool:
+    return next(iter(batch.values())).shape[0] >= 2
+
+
+def test_causal_masking(
+    request: pytest.FixtureRequest,
+    model: nn.Module,
+    adapter: TaskAdapter,
+    task_spec: TaskSpec,
+    modeltiers_check: CheckRecorder,
+    modeltiers_options: dict[str, Any],
+) -> None:
+    """Changing tokens after position t never changes the outputs up to t (decoders only)."""
+    probe = make_batch(task_spec, 1, _reference_len(task_spec, 8), seed=0)
+    expect(request, modeltiers_check, tier1.check_causal_masking(model, adapter, probe, position=0))
+    max_batch = _max_batch(modeltiers_options)
+
+    @given(
+        batch=batches(task_spec, max_batch_size=max_batch, min_seq_len=2, padding=False),
+        data=st.data(),
+    )
+    def any_prefix(batch: Batch, data: st.DataObject) -> None:
+        length = _causal_length(task_spec, batch)
+        assume(length >= 2)
+        position = data.draw(st.integers(0, length - 2), label="position")
+        result = tier1.check_causal_masking(model, adapter, batch, position=position)
+        expect(request, modeltiers_check, result, batch)
+
+    any_prefix()
+
+
+def _causal_length(task: TaskSpec, batch: Batch) -> int:
+    key = "labels" if task.family == "seq2seq" else "input_ids"
+    return int(batch[key].shape[1])
+
+
+def test_padding_invariance(
+    request: pytest.FixtureRequest,
+    model: nn.Module,
+    adapter: TaskAdapter,
+    task_spec: TaskSpec,
+    modeltiers_check: CheckRecorder,
+    modeltiers_options: dict[str, Any],
+) -> None:
+    """Right padding with mask 0 leaves the outputs of real positions unchanged."""
+    probe = make_batch(task_spec, 1, _reference_len(task_spec, 8), seed=0)
+    expect(request, modeltiers_check, tier1.check_padding_invariance(model, adapter, probe, pad=1))
+    longest = task_spec.max_seq_len or 2
+    max_batch = _max_batch(modeltiers_options)
+
+    @given(
+        batch=batches(
+            task_spec, max_batch_size=max_batch, max_seq_len=max(1, longest - 4), padding=False
+        ),
+        pad=st.integers(1, 4),
+    )
+    def any_padding(batch: Batch, pad: int) -> None:
+        result = tier1.check_padding_invariance(model, adapter, batch, pad=pad)
+        expect(request, modeltiers_check, result, batch)
+
+    any_padding()
+
+
+def test_input_immutability(
+    request: pytest.FixtureRequest,
+    model: nn.Module,
+    adapter: TaskAdapter,
+    task_spec: TaskSpec,
+    modeltiers_check: CheckRecorder,
+) -> None:
+    """``forward`` never modifies its input tensors, in eval or in train mode."""
+    batch = make_batch(task_spec, 2, _reference_len(task_spec, 16), seed=0)
+    expect(request, modeltiers_check, tier1.check_input_immutability(model, adapter, batch), batch)
+
+
+def test_parameter_initialization(
+    request: pytest.FixtureRequest, model: nn.Module, modeltiers_check: CheckRecorder
+) -> None:
+    """No NaN/Inf and no extreme spread in the weights; zero matrices are reported as warnings."""
+    expect(request, modeltiers_check, tier1.check_parameter_initialization(model))
+
+
+def test_memory_footprint(
+    request: pytest.FixtureRequest,
+    model: nn.Module,
+    adapter: TaskAdapter,
+    task_spec: TaskSpec,
+    modeltiers_check: CheckRecorder,
+    modeltiers_options: dict[str, Any],
+) -> None:
+    """Parameter, buffer and peak activation memory of a reference batch, within the budget."""
+    batch = make_batch(task_spec, _max_batch(modeltiers_options), _reference_len(task_spec))
+    budget = modeltiers_options["modeltiers_memory_budget"]
+    result = tier1.check_memory_footprint(model, adapter, batch, budget_mb=budget)
+    expect(request, modeltiers_check, result, batch)
+
+
+def test_inference_speed(
+    request: pytest.FixtureRequest,
+    model: nn.Module,
+    adapter: TaskAdapter,
+    task_spec: TaskSpec,
+    modeltiers_check: CheckRecorder,
+    modeltiers_options: dict[str, Any],
+) -> None:
+    """Median and p95 latency and throughput after warm-up, within the budget."""
+    batch = make_batch(task_spec, 1, _reference_len(task_spec))
+    budget = modeltiers_options["modeltiers_latency_budget"]
+    result = tier1.check_inference_speed(model, adapter, batch, budget_ms=budget)
+    expect(request, modeltiers_check, result, batch)

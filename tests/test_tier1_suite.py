@@ -1,0 +1,199 @@
+"""The built-in tier 1 suite as users run it: collection, outcomes, messages, the report."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+
+from pytest_modeltiers.report import load_schema
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "example_models"
+TIER1_TESTS = [
+    "test_shape_robustness",
+    "test_output_finite",
+    "test_gradient_flow",
+    "test_output_stability",
+    "test_batch_independence",
+    "test_causal_masking",
+    "test_padding_invariance",
+    "test_input_immutability",
+    "test_parameter_initialization",
+    "test_memory_footprint",
+    "test_inference_speed",
+]
+
+NAN_FOR_LAST_TOKEN = """
+    import torch
+    from torch import nn
+
+    TASK = {"name": "lm_tiny", "input_schema": {"vocab_size": 40, "max_seq_len": 12}}
+
+
+    class NanOnLastToken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok_emb = nn.Embedding(40, 8)
+            self.head = nn.Linear(8, 40)
+
+        def forward(self, input_ids, attention_mask=None):
+            logits = self.head(self.tok_emb(input_ids))
+            poison = (input_ids == 39).unsqueeze(-1).float()
+            return logits + torch.log(1 - poison) * 0.0
+"""
+
+HANGS_IN_FORWARD = """
+    import time
+    import torch
+    from torch import nn
+
+    TASK = {"name": "lm_tiny", "input_schema": {"vocab_size": 20, "max_seq_len": 8}}
+
+
+    class Sleepy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok_emb = nn.Embedding(20, 4)
+            self.head = nn.Linear(4, 20)
+
+        def forward(self, input_ids, attention_mask=None):
+            if input_ids.shape[1] > 3:
+                while True:
+                    time.sleep(0.01)
+            return self.head(self.tok_emb(input_ids))
+"""
+
+
+def test_tier1_collects_the_eleven_checks(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_own="def test_own():\n    pass\n")
+    result = pytester.runpytest("--co", "-q", "--model", str(EXAMPLES / "tiny_gpt.py"))
+    result.stdout.fnmatch_lines([f"modeltiers/tier1.py::{name}" for name in TIER1_TESTS])
+    result.stdout.fnmatch_lines(["test_own.py::test_own"])
+
+
+def test_nothing_of_ours_without_a_model(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_own="def test_own():\n    pass\n")
+    result = pytester.runpytest("--co", "-q")
+    assert "modeltiers/" not in result.stdout.str()
+
+
+def test_markers_and_keywords_select(pytester: pytest.Pytester) -> None:
+    model = str(EXAMPLES / "tiny_gpt.py")
+    result = pytester.runpytest("--co", "-q", "--model", model, "-m", "tier2")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    result = pytester.runpytest(
+        "--co", "-q", "--model", model, "-m", "tier1", "-k", "gradient", "--strict-markers"
+    )
+    result.stdout.fnmatch_lines(["modeltiers/tier1.py::test_gradient_flow", "*1/11 tests*"])
+
+
+def test_several_models_name_their_items(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest(
+        "--co",
+        "-q",
+        "--model",
+        str(EXAMPLES / "tiny_gpt.py"),
+        "--model",
+        str(EXAMPLES / "simple_cnn.py"),
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "modeltiers/tier1.py::test_shape_robustness[[]tiny_gpt[]]",
+            "modeltiers/tier1.py::test_shape_robustness[[]simple_cnn[]]",
+        ]
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["tiny_gpt", "tiny_encoder_cls", "tiny_seq2seq", "simple_cnn"])
+def test_example_models_pass_tier1(pytester: pytest.Pytester, example: str) -> None:
+    result = pytester.runpytest(
+        "--model", str(EXAMPLES / f"{example}.py"), "-m", "tier1", "-p", "no:cacheprovider"
+    )
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()
+    assert outcomes["passed"] + outcomes.get("skipped", 0) == len(TIER1_TESTS)
+
+
+def test_failure_message_shows_input_saved_batch_and_rerun(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(nan_model=textwrap.dedent(NAN_FOR_LAST_TOKEN))
+    result = pytester.runpytest(
+        "--model", "nan_model.py", "-k", "test_output_finite", "-p", "no:randomly"
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*NaN*",
+            "*input: input_ids*",
+            "*failing batch saved to modeltiers-failures/test_output_finite.pt*",
+            "*rerun: pytest --modeltiers-model nan_model.py -p no:randomly -k test_output_finite*",
+        ]
+    )
+    saved_path = pytester.path / "modeltiers-failures" / "test_output_finite.pt"
+    saved = torch.load(saved_path, weights_only=True)
+    assert (saved["input_ids"] == 39).any()
+
+
+def test_a_hanging_model_fails_only_the_check_that_hangs(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(sleepy=textwrap.dedent(HANGS_IN_FORWARD))
+    result = pytester.runpytest(
+        "--model",
+        "sleepy.py",
+        "-k",
+        "shape_robustness or parameter_initialization",
+        "--modeltiers-timeout",
+        "2",
+    )
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["*test_shape_robustness timed out after 2 s*"])
+
+
+def _report(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [None, "2"])
+def test_health_report_serial_and_xdist(pytester: pytest.Pytester, workers: str | None) -> None:
+    args = ["--model", str(EXAMPLES / "tiny_gpt.py"), "-m", "tier1"]
+    args += ["--modeltiers-report", "out/health.json"]
+    if workers:
+        args += ["-n", workers]
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == 0, result.stdout.str()
+    data = _report(pytester.path / "out" / "health.json")
+    jsonschema.validate(data, load_schema())
+    assert (pytester.path / "out" / "health.md").read_text().count("test_") >= len(TIER1_TESTS)
+    names = sorted(check["check_name"] for check in data["checks"])
+    assert names == sorted(TIER1_TESTS)
+    assert data["summary"]["health_score"] == 100.0
+    assert data["models"][0]["class_name"] == "TinyGPT"
+    result.stdout.fnmatch_lines(
+        ["modeltiers: health score 100.0 (*)", "modeltiers: report written*"]
+    )
+
+
+def test_fail_under_fails_the_session(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(nan_model=textwrap.dedent(NAN_FOR_LAST_TOKEN))
+    result = pytester.runpytest(
+        "--model",
+        "nan_model.py",
+        "-k",
+        "output_finite or parameter_initialization",
+        "--modeltiers-fail-under",
+        "80",
+        "--modeltiers-report",
+        "health.json",
+    )
+    result.stdout.fnmatch_lines(
+        ["modeltiers: health score 50.0 (1 passed, 1 failed)", "*below --modeltiers-fail-under 80*"]
+    )
+    data = _report(pytester.path / "health.json")
+    failed = [c for c in data["checks"] if c["status"] == "failed"]
+    assert [c["check_name"] for c in failed] == ["test_output_finite"]
+    assert "NaN" in failed[0]["message"]
