@@ -81,7 +81,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(fixtures, "modeltiers-fixtures")
     config.pluginmanager.register(state, "modeltiers-session")
     if not (config.option.help or config.option.version):
-        state.start()
+        state.start(getattr(config, "workerinput", None))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

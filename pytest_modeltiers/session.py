@@ -91,14 +91,17 @@ class ModelTiersSession:
         seconds: float = self.values["modeltiers_timeout"]
         return seconds
 
-    def start(self) -> None:
+    def start(self, workerinput: dict[str, Any] | None = None) -> None:
         """Load every named model; a problem with one is a usage error that names the fix."""
         if not self.model_specs:
             return
         from pytest_modeltiers.models.loader import LoadRequest, load_model
         from pytest_modeltiers.profiles import load_profile
+        from pytest_modeltiers.threads import share_cpus_between_workers
 
         self.previous_profile = load_profile(self.values["modeltiers_profile"])
+        if workerinput is not None:
+            share_cpus_between_workers(int(workerinput.get("workercount", 1)))
         for spec in self.model_specs:
             request = LoadRequest.from_options(spec, self.values, self.rootdir)
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 # Pytester's in-process runs restore ``sys.modules`` afterwards, dropping modules first imported
@@ -18,6 +19,12 @@ import pytest_modeltiers.models.loader
 import pytest_modeltiers.profiles
 import pytest_modeltiers.strategies
 import pytest_modeltiers.suites.tier1  # noqa: F401
+from pytest_modeltiers.threads import share_cpus_between_workers
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The in-process runs of the built-in suites are not xdist workers themselves, so this test
+    # process applies the plugin's CPU sharing for them (see pytest_modeltiers.threads).
+    share_cpus_between_workers(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
 
 @pytest.fixture

@@ -214,16 +214,16 @@ class TestTaskChoice:
 
     def test_custom_adapter_class(self, pytester: pytest.Pytester) -> None:
         pytester.makepyfile(
-            my_adapters=(
+            shouting_adapters=(
                 "from pytest_modeltiers.models.adapters import LMAdapter\n\n"
                 "class ShoutingLM(LMAdapter):\n    name = 'shouting-lm'\n"
             )
         )
         pytester.syspathinsert()
         result = pytester.runpytest(
-            "--co", "--model", "lm_factory.py", "--adapter", "my_adapters:ShoutingLM"
+            "--co", "--model", "lm_factory.py", "--adapter", "shouting_adapters:ShoutingLM"
         )
-        assert "adapter shouting-lm (--adapter my_adapters:ShoutingLM)" in header(result)
+        assert "adapter shouting-lm (--adapter shouting_adapters:ShoutingLM)" in header(result)
 
     def test_unknown_adapter_lists_the_forms(self, pytester: pytest.Pytester) -> None:
         err = usage_error(pytester, "--model", "lm_factory.py", "--adapter", "transformer")
