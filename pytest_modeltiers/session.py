@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from pytest_modeltiers.report import CheckResult, HealthReport
 
 SESSION_KEY = pytest.StashKey["ModelTiersSession"]()
+VERDICT_KEY = pytest.StashKey["CheckResult | None"]()
 
 
 _SUITE_TEST = re.compile(r"^modeltiers/tier(?P<tier>\d)\.py::(?P<name>\w+)(\[(?P<param>.*)\])?$")
@@ -182,12 +183,28 @@ class ModelTiersSession:
         """The test's verdict rides on its report as ``modeltiers_check`` (a JSON-able dict)."""
         report = yield
         if is_suite_nodeid(item.nodeid) and report.when == "call":
-            recorder = item.stash.get(RECORDER_KEY, None)
-            final = recorder.final() if recorder is not None else None
-            result = self._reconcile(final, report)
+            result = self._verdict(item, report)
             if result is not None:
                 report.modeltiers_check = result.to_dict()  # type: ignore[attr-defined]
         return report
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_json_runtest_metadata(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> dict[str, Any]:
+        """pytest-json-report: the check's result in the test's metadata."""
+        if call.when != "call" or not is_suite_nodeid(item.nodeid):
+            return {}
+        result = self._verdict(item, pytest.TestReport.from_item_and_call(item, call))
+        return {"modeltiers_check": result.to_dict()} if result is not None else {}
+
+    def _verdict(self, item: pytest.Item, report: pytest.TestReport) -> CheckResult | None:
+        """The test's ``CheckResult``, computed once per test and kept on the item."""
+        if VERDICT_KEY not in item.stash:
+            recorder = item.stash.get(RECORDER_KEY, None)
+            final = recorder.final() if recorder is not None else None
+            item.stash[VERDICT_KEY] = self._reconcile(final, report)
+        return item.stash[VERDICT_KEY]
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not is_suite_nodeid(report.nodeid):

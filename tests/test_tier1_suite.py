@@ -158,24 +158,26 @@ def _report(path: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [None, "2"])
-def test_health_report_serial_and_xdist(pytester: pytest.Pytester, workers: str | None) -> None:
-    args = ["--model", str(EXAMPLES / "tiny_gpt.py"), "-m", "tier1"]
-    args += ["--modeltiers-report", "out/health.json"]
-    if workers:
-        args += ["-n", workers]
-    result = pytester.runpytest_subprocess(*args)
-    assert result.ret == 0, result.stdout.str()
-    data = _report(pytester.path / "out" / "health.json")
-    jsonschema.validate(data, load_schema())
-    assert (pytester.path / "out" / "health.md").read_text().count("test_") >= len(TIER1_TESTS)
-    names = sorted(check["check_name"] for check in data["checks"])
-    assert names == sorted(TIER1_TESTS)
-    assert data["summary"]["health_score"] == 100.0
-    assert data["models"][0]["class_name"] == "TinyGPT"
-    result.stdout.fnmatch_lines(
-        ["modeltiers: health score 100.0 (*)", "modeltiers: report written*"]
-    )
+def test_health_report_serial_and_xdist_agree(pytester: pytest.Pytester) -> None:
+    """Only the xdist controller writes the report, and it holds what a serial run holds."""
+    verdicts = []
+    for extra in ([], ["-n", "2"]):
+        args = ["--model", str(EXAMPLES / "tiny_gpt.py"), "-m", "tier1", *extra]
+        result = pytester.runpytest_subprocess(*args, "--modeltiers-report", "out/health.json")
+        assert result.ret == 0, result.stdout.str()
+        result.stdout.fnmatch_lines(
+            ["modeltiers: health score 100.0 (*)", "modeltiers: report written*"]
+        )
+        data = _report(pytester.path / "out" / "health.json")
+        jsonschema.validate(data, load_schema())
+        markdown = (pytester.path / "out" / "health.md").read_text()
+        assert all(f"`{name}`" in markdown for name in TIER1_TESTS)
+        assert data["summary"]["health_score"] == 100.0
+        assert data["models"][0]["class_name"] == "TinyGPT"
+        verdicts.append([(c["check_name"], c["status"], c["model"]) for c in data["checks"]])
+    serial, parallel = verdicts
+    assert sorted(name for name, _, _ in serial) == sorted(TIER1_TESTS)
+    assert serial == parallel
 
 
 def test_fail_under_fails_the_session(pytester: pytest.Pytester) -> None:
@@ -197,3 +199,71 @@ def test_fail_under_fails_the_session(pytester: pytest.Pytester) -> None:
     failed = [c for c in data["checks"] if c["status"] == "failed"]
     assert [c["check_name"] for c in failed] == ["test_output_finite"]
     assert "NaN" in failed[0]["message"]
+
+
+CRASHES_ON_LENGTH_3 = """
+    import os
+    import torch
+    from torch import nn
+
+    TASK = {"name": "lm_tiny", "input_schema": {"vocab_size": 20, "max_seq_len": 8}}
+
+
+    class Crashy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok_emb = nn.Embedding(20, 4)
+            self.head = nn.Linear(4, 20)
+
+        def forward(self, input_ids, attention_mask=None):
+            if input_ids.shape[1] == 3:
+                os._exit(3)
+            return self.head(self.tok_emb(input_ids))
+"""
+
+
+@pytest.mark.slow
+def test_a_crashed_worker_shows_up_as_an_errored_check(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(crashy=textwrap.dedent(CRASHES_ON_LENGTH_3))
+    result = pytester.runpytest_subprocess(
+        "--model",
+        "crashy.py",
+        "--trust-model",
+        "-n",
+        "2",
+        "-k",
+        "shape_robustness or parameter_initialization or gradient_flow",
+        "--modeltiers-report",
+        "health.json",
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    data = _report(pytester.path / "health.json")
+    statuses = {c["check_name"]: c["status"] for c in data["checks"]}
+    assert statuses == {
+        "test_shape_robustness": "error",
+        "test_parameter_initialization": "passed",
+        "test_gradient_flow": "passed",
+    }
+    crashed = next(c for c in data["checks"] if c["status"] == "error")
+    assert "crashed" in crashed["message"]
+
+
+def test_json_report_and_junit_carry_the_checks(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(nan_model=textwrap.dedent(NAN_FOR_LAST_TOKEN))
+    pytester.runpytest(
+        "--model",
+        "nan_model.py",
+        "-k",
+        "output_finite or parameter_initialization",
+        "--json-report",
+        "--json-report-file=report.json",
+        "--junitxml=junit.xml",
+    )
+    tests = {t["nodeid"]: t for t in _report(pytester.path / "report.json")["tests"]}
+    finite = tests["modeltiers/tier1.py::test_output_finite"]["metadata"]["modeltiers_check"]
+    assert finite["status"] == "failed" and "NaN" in finite["message"]
+    init = tests["modeltiers/tier1.py::test_parameter_initialization"]["metadata"]
+    assert init["modeltiers_check"]["status"] == "passed"
+    junit = (pytester.path / "junit.xml").read_text()
+    assert 'classname="modeltiers.tier1" name="test_output_finite"' in junit
+    assert "NaN" in junit
