@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	mkdir -p reports
-	$(BIN)/python -m pytest -p no:cacheprovider --model example_models/tiny_gpt.py \
-		example_models/test_user_checks.py --junitxml reports/demo-junit.xml -v
+	$(BIN)/python -m pytest -p no:cacheprovider --model example_models/tiny_gpt.py -m tier1 \
+		example_models/test_user_checks.py --modeltiers-report reports/health.json \
+		--junitxml reports/junit.xml -v
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -p no:cacheprovider

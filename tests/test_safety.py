@@ -773,6 +773,16 @@ def test_null_bytes_are_a_syntax_error(tmp_path: Path) -> None:
     assert excinfo.value.filename == str(path)
 
 
+def test_nesting_too_deep_to_walk_is_a_finding_not_a_crash(tmp_path: Path) -> None:
+    source = "x = " + "-" * 2000 + "1\n"  # parses, but deeper than a recursive visitor goes
+    assert _rules_at(_scan(tmp_path, source)) == {("dynamic-code", 1)}
+
+
+def test_nesting_too_deep_to_parse_is_a_syntax_error(tmp_path: Path) -> None:
+    with pytest.raises(SyntaxError, match="nested too deeply"):
+        _scan(tmp_path, "x = " + "-" * 100_000 + "1\n")
+
+
 def test_missing_file_raises_oserror(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         scan_model_file(tmp_path / "absent.py")

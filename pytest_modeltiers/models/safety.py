@@ -1279,18 +1279,31 @@ class _Scan:
         scanners: list[_FileScanner] = []
         while self._queue:
             display, absolute = self._queue.pop(0)
-            scanner = _FileScanner(self, display, absolute, _parse(display, absolute))
+            tree = _parse(display, absolute)
+            try:
+                scanner = _FileScanner(self, display, absolute, tree)
+                scanner.discover()
+            except RecursionError:
+                self._too_deep(display)
+                continue
             self._scanners[absolute.resolve()] = scanner
             scanners.append(scanner)
-            scanner.discover()
         for scanner in scanners:  # resolved while files were still being found: redo
             scanner.forget()
         for scanner in scanners:
-            scanner.visit(scanner.tree)
+            try:
+                scanner.visit(scanner.tree)
+            except RecursionError:
+                self._too_deep(scanner.display)
         ordered = sorted(
             self._found.values(), key=lambda item: (str(item[0].path), item[0].line, item[1])
         )
         return [finding for finding, _ in ordered]
+
+    def _too_deep(self, display: Path) -> None:
+        """Python parses deeper nesting than a recursive visitor can walk: refuse, not guess."""
+        detail = "nests expressions too deeply for the scan to read, so it cannot vouch for it"
+        self.add(SafetyFinding(display, 1, DYNAMIC, detail), 0)
 
     # -- local module lookup, mirroring the import system's FileFinder ------------------------
 
@@ -1382,6 +1395,9 @@ def _parse(display: Path, absolute: Path) -> ast.Module:
         raise
     except (ValueError, UnicodeDecodeError) as exc:  # the same, on other versions
         raise SyntaxError(str(exc), (str(display), 1, 0, None)) from exc
+    except RecursionError as exc:  # compile() fails the same way when the file is imported
+        message = "expressions nested too deeply to parse"
+        raise SyntaxError(message, (str(display), 1, 0, None)) from exc
 
 
 def scan_model_file(path: Path) -> list[SafetyFinding]:
