@@ -5,8 +5,8 @@ outside the repository, so no other tests are collected) against a bare-PyTorch 
 does the same forward and backward passes, and reports the medians and their ratio. Target: a
 ratio of at most 1.5.
 
-"The same passes" is measured, not guessed. One extra suite run (untimed) gets a throwaway
-``conftest.py`` that records, in order, each model the suite builds, every ``forward`` call of
+"The same passes" is measured, not guessed. One extra suite run (untimed) loads a throwaway
+recording plugin (``-p``, written to a temporary folder) that records, in order, each model the suite builds, every ``forward`` call of
 those models (the shape, dtype and value range of each tensor argument; train or eval; grad
 enabled or not) and every backward pass (``torch.autograd.grad`` / ``torch.autograd.backward``).
 The bare script is generated from that list: ``import torch``, build the model with the model
@@ -52,11 +52,13 @@ TARGET_RATIO = 1.5
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO / "example_models" / "tiny_gpt.py"
 RECORD_ENV = "MODELTIERS_BENCH_RECORD"
+RECORDER = "modeltiers_bench_recorder"
 
-# The throwaway conftest of the recording run. It hooks the model each test receives through
+# The throwaway plugin of the recording run (a conftest would not do: its runtest hooks do not
+# apply to the suite's items, which live inside the package). It hooks the model each test receives through
 # the ``model`` fixture (a forward pre-hook, so ``forward``'s signature is untouched) and wraps
 # torch's two backward entry points (``Tensor.backward`` goes through ``autograd.backward``).
-RECORDING_CONFTEST = '''
+RECORDING_PLUGIN = '''
 import functools
 import json
 import os
@@ -294,17 +296,18 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-tier1-") as folder:
         root = Path(folder)
-        record_dir, run_dir = root / "record", root / "run"
-        record_dir.mkdir()
-        run_dir.mkdir()
+        plugin_dir, record_dir, run_dir = root / "plugin", root / "record", root / "run"
+        for empty in (plugin_dir, record_dir, run_dir):
+            empty.mkdir()
         suite = [python, "-m", "pytest", "--model", str(model), "-m", "tier1"]
         suite += ["-p", "no:cacheprovider", "-q"]
 
         # 1. One instrumented run records the passes the suite makes.
-        (record_dir / "conftest.py").write_text(RECORDING_CONFTEST)
+        (plugin_dir / f"{RECORDER}.py").write_text(RECORDING_PLUGIN)
         record_file = root / "events.json"
-        env = {**os.environ, RECORD_ENV: str(record_file)}
-        run(suite, record_dir, env)
+        path = os.pathsep.join(filter(None, [str(plugin_dir), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, RECORD_ENV: str(record_file), "PYTHONPATH": path}
+        run([*suite, "-p", RECORDER], record_dir, env)
         events: list[dict[str, Any]] = json.loads(record_file.read_text())
         bare_path = root / "bare_tier1.py"
         bare_path.write_text(bare_script(model, events))

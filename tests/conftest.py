@@ -9,7 +9,7 @@ from pathlib import Path
 # inside them. A C extension such as torch cannot be imported twice in one process, and
 # re-importing hypothesis and this package in every run costs seconds of assertion rewriting,
 # so what model loading imports is imported here, before any in-process run.
-import hypothesis  # noqa: F401
+import hypothesis
 import pytest
 import torch
 import torch._dynamo  # noqa: F401  (the memory check reaches it; it registers torch ops once)
@@ -20,6 +20,10 @@ import pytest_modeltiers.profiles
 import pytest_modeltiers.strategies
 import pytest_modeltiers.suites.tier1  # noqa: F401
 from pytest_modeltiers.threads import share_cpus_between_workers
+
+# The machines are shared and noisy: a per-example deadline would turn load into flaky failures.
+hypothesis.settings.register_profile("modeltiers-project-tests", deadline=None)
+hypothesis.settings.load_profile("modeltiers-project-tests")
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # The in-process runs of the built-in suites are not xdist workers themselves, so this test

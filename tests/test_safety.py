@@ -778,9 +778,10 @@ def test_nesting_too_deep_to_walk_is_a_finding_not_a_crash(tmp_path: Path) -> No
     assert _rules_at(_scan(tmp_path, source)) == {("dynamic-code", 1)}
 
 
-def test_nesting_too_deep_to_parse_is_a_syntax_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("depth", [5_000, 100_000])
+def test_nesting_too_deep_to_parse_is_a_syntax_error(tmp_path: Path, depth: int) -> None:
     with pytest.raises(SyntaxError, match="nested too deeply"):
-        _scan(tmp_path, "x = " + "-" * 100_000 + "1\n")
+        _scan(tmp_path, "x = " + "-" * depth + "1\n")
 
 
 def test_missing_file_raises_oserror(tmp_path: Path) -> None:

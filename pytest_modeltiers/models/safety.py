@@ -1125,9 +1125,8 @@ class _FileScanner(ast.NodeVisitor):
                 if why is not None:
                     decoded = self._decoded(node) if rule == UNPICKLING else ""
                     self._report(node, rule, f"{shown} {why}{decoded}{self._aka(node.func, key)}")
-        importer = _matches(func, _IMPORTERS)
-        if importer is not None:
-            self._check_importer(node, importer)
+        if _matches(func, _IMPORTERS) is not None:
+            self._check_importer(node)
         if _matches(func, {"builtins.getattr"}) and len(node.args) >= 2:
             self._check_getattr(node)
         if isinstance(node.func, ast.Attribute):
@@ -1149,9 +1148,9 @@ class _FileScanner(ast.NodeVisitor):
         self._check_reference(node)
         self.generic_visit(node)
 
-    def _check_importer(self, node: ast.Call, importer: str) -> None:
-        name = _string(_argument(node, 0, "name"))
-        if name is None:
+    def _check_importer(self, node: ast.Call) -> None:
+        """A literal name was followed in discover() and resolves like an import."""
+        if _string(_argument(node, 0, "name")) is None:
             self._report(
                 node,
                 DYNAMIC,
@@ -1395,7 +1394,7 @@ def _parse(display: Path, absolute: Path) -> ast.Module:
         raise
     except (ValueError, UnicodeDecodeError) as exc:  # the same, on other versions
         raise SyntaxError(str(exc), (str(display), 1, 0, None)) from exc
-    except RecursionError as exc:  # compile() fails the same way when the file is imported
+    except (RecursionError, MemoryError) as exc:  # the parser's stack; import fails alike
         message = "expressions nested too deeply to parse"
         raise SyntaxError(message, (str(display), 1, 0, None)) from exc
 
