@@ -1,0 +1,63 @@
+"""The safety scan as users meet it: ``pytest --model`` refuses a file before any of it runs.
+
+Every malicious corpus file carries a payload that would create the file named by
+``MODELTIERS_MARKER``; ``tests/test_safety.py`` proves each payload really runs when executed.
+Here the plugin must refuse each one with a usage error naming the rule and line, and the marker
+must never appear. ``--trust-model`` runs the file anyway (so the marker shows the test can fail).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "safety"
+
+
+def _cases(kind: str) -> list[Path]:
+    folder = CORPUS / kind
+    files = sorted(p for p in folder.glob("*.py"))
+    files += sorted(d / "model.py" for d in folder.iterdir() if (d / "model.py").is_file())
+    return files
+
+
+def _copy(case: Path, destination: Path) -> Path:
+    """The case's file (or its whole folder, for cases with local imports) in ``destination``."""
+    if case.name == "model.py":
+        target = destination / case.parent.name
+        shutil.copytree(case.parent, target)
+        return target / "model.py"
+    return Path(shutil.copy(case, destination))
+
+
+@pytest.mark.parametrize("case", _cases("malicious"), ids=lambda p: p.parent.name + "/" + p.name)
+def test_malicious_model_is_refused_and_never_runs(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, case: Path
+) -> None:
+    marker = pytester.path / "marker"
+    monkeypatch.setenv("MODELTIERS_MARKER", str(marker))
+    model = _copy(case, pytester.path)
+    result = pytester.runpytest("--co", "--model", str(model))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "refused to run" in err and "--trust-model" in err
+    assert not marker.exists(), "the payload ran before the refusal"
+
+
+def test_trust_model_runs_the_file(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = pytester.path / "marker"
+    monkeypatch.setenv("MODELTIERS_MARKER", str(marker))
+    model = _copy(CORPUS / "malicious" / "os_system.py", pytester.path)
+    result = pytester.runpytest("--co", "--model", str(model), "--trust-model")
+    assert marker.exists(), result.stdout.str() + result.stderr.str()
+
+
+@pytest.mark.parametrize("case", _cases("benign"), ids=lambda p: p.parent.name + "/" + p.name)
+def test_benign_model_passes_the_scan(pytester: pytest.Pytester, case: Path) -> None:
+    model = _copy(case, pytester.path)
+    result = pytester.runpytest("--co", "--model", str(model))
+    assert "refused to run" not in result.stderr.str()
