@@ -180,8 +180,8 @@ def _retry_unscorable(
             else _reference_batch(adapter, batch)
         )
         return compute_gradients(model, adapter, reference, params), reference
-    except Exception:
-        return None
+    except _StepError:
+        return None  # the model fails on an ordinary batch too: the caller reports the original
 
 
 def _nothing_to_score(adapter: TaskAdapter, batch: Batch) -> bool:
