@@ -61,3 +61,36 @@ def test_benign_model_passes_the_scan(pytester: pytest.Pytester, case: Path) -> 
     model = _copy(case, pytester.path)
     result = pytester.runpytest("--co", "--model", str(model))
     assert "refused to run" not in result.stderr.str()
+
+
+PLANTED = "import os\nopen(os.environ['MODELTIERS_MARKER'], 'w').close()\nSCALE = 2\n"
+HONEST = "SCALE = 2\n"
+
+
+def test_planted_bytecode_of_a_local_import_never_runs(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``__pycache__`` entry forged to match ``helper.py``'s size and mtime would make a plain
+    import run code the scan never read; the loader imports with a fresh pycache prefix."""
+    import importlib.util
+    import os
+    import py_compile
+
+    marker = pytester.path / "marker"
+    monkeypatch.setenv("MODELTIERS_MARKER", str(marker))
+    helper = pytester.path / "helper.py"
+    honest = HONEST.ljust(len(PLANTED) - 1) + "\n"
+    helper.write_text(PLANTED)
+    os.utime(helper, (1_700_000_000, 1_700_000_000))
+    py_compile.compile(str(helper), cfile=importlib.util.cache_from_source(str(helper)))
+    helper.write_text(honest)
+    os.utime(helper, (1_700_000_000, 1_700_000_000))
+    pytester.makepyfile(
+        model=(
+            "import torch\nimport helper\n\n"
+            "def build_model():\n    return torch.nn.Embedding(10 * helper.SCALE, 4)\n"
+        )
+    )
+    result = pytester.runpytest("--co", "--model", "model.py")
+    assert "model model:" in result.stdout.str(), result.stderr.str()
+    assert not marker.exists(), "the planted bytecode ran"

@@ -31,6 +31,7 @@ import importlib
 import inspect
 import json
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -148,10 +149,13 @@ def load_model(request: LoadRequest) -> LoadedModel:
     """Resolve ``request.spec`` to a ``LoadedModel``; raise ``ModelSpecError`` with the fix."""
     spec = parse_model_spec(request.spec, request.rootdir)
     source = spec.source_file
-    digest = _check_sha256(source, request.sha256)
+    content = source.read_bytes() if source is not None else None
+    digest = _check_sha256(source, content, request.sha256)
     safety = _check_safety(source, trust=request.trust)
+    if source is not None and source.read_bytes() != content:
+        raise UnsafeModelError(f"{source} changed while it was being scanned; run again")
     module = call_with_timeout(
-        lambda: _import(spec, source), request.timeout, f"importing {spec.raw}"
+        lambda: _import(spec, source, content), request.timeout, f"importing {spec.raw}"
     )
     where = source.name if source else spec.module
     candidate, how = _pick_candidate(module, spec, where or spec.raw)
@@ -197,12 +201,12 @@ def _seeded(build: Callable[[], nn.Module]) -> nn.Module:
         return build()
 
 
-def _check_sha256(source: Path | None, expected: str | None) -> str | None:
-    if source is None:
+def _check_sha256(source: Path | None, content: bytes | None, expected: str | None) -> str | None:
+    if source is None or content is None:
         if expected:
             raise ModelSpecError("--model-sha256 needs a model given as a file, not a module")
         return None
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    digest = hashlib.sha256(content).hexdigest()
     if expected and digest != expected:
         raise UnsafeModelError(
             f"{source} has SHA-256 {digest}, but --model-sha256 expects {expected}; "
@@ -240,7 +244,7 @@ def _syntax_message(exc: SyntaxError) -> str:
     return f"syntax error in {exc.filename}:{exc.lineno}: {exc.msg}"
 
 
-def _import(spec: ModelSpec, source: Path | None) -> ModuleType:
+def _import(spec: ModelSpec, source: Path | None, content: bytes | None) -> ModuleType:
     if spec.module is not None:
         try:
             return importlib.import_module(spec.module)
@@ -253,15 +257,16 @@ def _import(spec: ModelSpec, source: Path | None) -> ModuleType:
             raise ModelSpecError(_import_failure(spec.module, exc, source)) from None
         except (Exception, SystemExit) as exc:
             raise ModelSpecError(_import_failure(spec.module, exc, source)) from None
-    assert source is not None
-    return _import_file(source)
+    assert source is not None and content is not None
+    return _import_file(source, content)
 
 
-def _import_file(path: Path) -> ModuleType:
-    """Execute ``path`` as a fresh module under a name unique to its location.
+def _import_file(path: Path, content: bytes) -> ModuleType:
+    """Execute ``content`` (the bytes of ``path`` that were hashed and scanned) as a fresh module.
 
-    The source is compiled from the file itself, never from a ``__pycache__`` entry next to it,
-    so a stale or planted ``.pyc`` cannot run code the safety scan did not read.
+    The model file is compiled from those bytes, and its local imports load with
+    ``sys.pycache_prefix`` pointing at an empty temporary folder, so no stale or planted
+    ``__pycache__/*.pyc`` can run code the safety scan did not read.
     """
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
     name = f"_modeltiers_model_{path.stem}_{digest}"
@@ -269,8 +274,11 @@ def _import_file(path: Path) -> ModuleType:
     module.__file__ = str(path)
     sys.modules[name] = module
     sys.path.insert(0, str(path.parent))
+    previous_prefix = sys.pycache_prefix
+    fresh_cache = tempfile.TemporaryDirectory(prefix="modeltiers-pycache-")
+    sys.pycache_prefix = fresh_cache.name
     try:
-        code = compile(path.read_bytes(), str(path), "exec")
+        code = compile(content, str(path), "exec")
         exec(code, module.__dict__)
     except SyntaxError as exc:
         del sys.modules[name]
@@ -279,6 +287,8 @@ def _import_file(path: Path) -> ModuleType:
         del sys.modules[name]
         raise ModelSpecError(_import_failure(path.name, exc, path)) from None
     finally:
+        sys.pycache_prefix = previous_prefix
+        fresh_cache.cleanup()
         if str(path.parent) in sys.path:
             sys.path.remove(str(path.parent))
     return module

@@ -38,10 +38,12 @@ Known limits (what an attacker could still do; this is a lint, not a sandbox):
   ``_METHODS`` (``image.save(path)``, ``df.to_csv``); private helpers of unguarded libraries
   (``torch.storage._load_from_bytes`` unpickles); a module read back from an annotation
   (``typing.get_type_hints``).
-- Third-party libraries doing their own I/O: ``from_pretrained`` downloads (only
-  ``trust_remote_code=True`` is reported), ``huggingface_hub``, ``datasets``, ``tempfile``,
-  ``torch.distributed`` stores, ``logging.config``; and environment variables a library obeys
-  (writing ``os.environ`` is not reported; ``breakpoint()`` is, for ``PYTHONBREAKPOINT``).
+- Libraries doing their own I/O or evaluation: ``from_pretrained`` downloads (only
+  ``trust_remote_code=True`` is reported), ``huggingface_hub``, ``datasets``, files in the
+  temp directory (``tempfile`` with ``dir=`` is reported), ``torch.distributed`` beyond
+  ``TCPStore``/``init_process_group``/``rpc``, ``pandas.eval``/``DataFrame.query``; and
+  environment variables a library obeys (writing ``os.environ`` is not reported;
+  ``breakpoint()`` is, for ``PYTHONBREAKPOINT``).
 - Code outside the Python source read here: a stale or forged ``__pycache__/*.pyc`` next to a
   source (Python may run it instead of the ``.py``; the loader should import with
   ``sys.pycache_prefix`` pointing at a fresh directory), ``.pth``/``sitecustomize`` files and
