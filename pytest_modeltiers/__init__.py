@@ -38,17 +38,25 @@ _EXPORTS = {
     "load_adapter": "pytest_modeltiers.models.adapters",
     "make_batch": "pytest_modeltiers.models.batches",
     "scan_model_file": "pytest_modeltiers.models.safety",
+    "ExperimentDB": "pytest_modeltiers.store.experiment_db",
+    "StoreError": "pytest_modeltiers.store.sqlite_base",
+    "CheckResult": "pytest_modeltiers.report",
+    "HealthReport": "pytest_modeltiers.report",
 }
 
 __all__ = [
     "AdapterError",
+    "CheckResult",
     "ConfigError",
     "EvalConfig",
+    "ExperimentDB",
+    "HealthReport",
     "LoadRequest",
     "LoadedModel",
     "ModelSpecError",
     "ModelTiersError",
     "ModelTiersWarning",
+    "StoreError",
     "TaskAdapter",
     "TaskSpec",
     "TaskSpecError",
@@ -111,3 +119,6 @@ if TYPE_CHECKING:
     from pytest_modeltiers.models.batches import make_batch
     from pytest_modeltiers.models.loader import LoadedModel, LoadRequest, load_model
     from pytest_modeltiers.models.safety import scan_model_file
+    from pytest_modeltiers.report import CheckResult, HealthReport
+    from pytest_modeltiers.store.experiment_db import ExperimentDB
+    from pytest_modeltiers.store.sqlite_base import StoreError
