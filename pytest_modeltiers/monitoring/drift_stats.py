@@ -332,12 +332,15 @@ def wasserstein1(ref: npt.NDArray[np.float64], cur: npt.NDArray[np.float64]) -> 
 
     Same value as ``scipy.stats.wasserstein_distance`` (unweighted), about 3.5x faster on a
     million rows: sorting each sample first makes the stable argsort of their concatenation a
-    linear merge of two runs. Ties need no care: their gaps are zero.
+    linear merge of two runs. Ties need no care: their gaps are zero. The CDFs come from integer
+    counts, not a running sum of ``1/n`` steps, so identical samples give exactly 0.
     """
     n, m = ref.size, cur.size
     merged = np.concatenate([np.sort(ref), np.sort(cur)])
     order = np.argsort(merged, kind="stable")
-    cdf_gap = np.cumsum(np.where(order < n, 1.0 / n, -1.0 / m))[:-1]
+    from_ref = np.cumsum(order < n)[:-1]
+    from_cur = np.arange(1, n + m) - from_ref
+    cdf_gap = from_ref / n - from_cur / m
     return float(np.dot(np.abs(cdf_gap), np.diff(merged[order])))
 
 
