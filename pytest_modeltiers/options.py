@@ -83,11 +83,11 @@ def _parse_budget(value: str) -> float:
     return budget
 
 
-def _parse_batch_size(value: str) -> int:
+def _parse_count(value: str) -> int:
     try:
         size = int(value)
     except ValueError:
-        raise OptionValueError(f"expected a whole number of examples, got {value!r}") from None
+        raise OptionValueError(f"expected a whole number, got {value!r}") from None
     if size < 1:
         raise OptionValueError(f"expected at least 1, got {value!r}")
     return size
@@ -187,8 +187,15 @@ OPTIONS: tuple[Option, ...] = (
         "modeltiers_max_batch_size",
         "largest batch the tier checks draw (default 8)",
         metavar="N",
-        parse=_parse_batch_size,
+        parse=_parse_count,
         default=8,
+    ),
+    Option(
+        ("--modeltiers-overfit-steps",),
+        "modeltiers_overfit_steps",
+        "optimizer steps test_overfit_single_batch may take to halve the loss (default 100)",
+        metavar="N",
+        parse=_parse_count,
     ),
     Option(
         ("--expect-no-grad",),

@@ -15,10 +15,12 @@ import torch
 import torch._dynamo  # noqa: F401  (the memory check reaches it; it registers torch ops once)
 
 import pytest_modeltiers.checks.tier1
+import pytest_modeltiers.checks.tier3
 import pytest_modeltiers.models.loader
 import pytest_modeltiers.profiles
 import pytest_modeltiers.strategies
-import pytest_modeltiers.suites.tier1  # noqa: F401
+import pytest_modeltiers.suites.tier1
+import pytest_modeltiers.suites.tier3  # noqa: F401
 from pytest_modeltiers.threads import share_cpus_between_workers
 
 # The machines are shared and noisy: a per-example deadline would turn load into flaky failures.

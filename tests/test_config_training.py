@@ -506,7 +506,7 @@ def training_configs(draw: st.DrawFn) -> TrainingConfig:
         num_heads=heads,
         d_model=heads * draw(st.integers(1, 128)),
         dropout=draw(st.floats(0, 1)),
-        run_name=draw(st.none() | st.text(min_size=1, max_size=20)),
+        run_name=draw(st.none() | st.text(min_size=1, max_size=20).filter(str.strip)),
         export_formats=draw(st.lists(st.sampled_from(EXPORT_FORMATS), unique=True)),
         notes=draw(st.text(max_size=30)),
     )

@@ -89,7 +89,7 @@ def test_markers_and_keywords_select(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(
         "--co", "-q", "--model", model, "-m", "tier1", "-k", "gradient", "--strict-markers"
     )
-    result.stdout.fnmatch_lines(["modeltiers/tier1.py::test_gradient_flow", "*1/11 tests*"])
+    result.stdout.fnmatch_lines(["modeltiers/tier1.py::test_gradient_flow", "*1/15 tests*"])
 
 
 def test_several_models_name_their_items(pytester: pytest.Pytester) -> None:

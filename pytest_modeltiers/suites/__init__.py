@@ -10,7 +10,7 @@ from pathlib import Path
 
 SUITES_DIR = Path(__file__).parent
 NODEID_PREFIX = "modeltiers/"
-SUITE_MODULES = ("tier1.py",)
+SUITE_MODULES = ("tier1.py", "tier3.py")
 
 
 def suite_paths() -> list[Path]:
