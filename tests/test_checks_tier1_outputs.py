@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from pytest_modeltiers.checks.common import preserved_model
 from pytest_modeltiers.checks.tier1_outputs import (
     check_batch_independence,
     check_input_immutability,
@@ -22,7 +23,6 @@ from pytest_modeltiers.checks.tier1_outputs import (
     check_output_stability,
     check_shape_robustness,
     compare_close,
-    preserved_model,
 )
 from pytest_modeltiers.config.task_spec import TaskSpec, get_builtin_task
 from pytest_modeltiers.models.adapters import TaskAdapter, get_adapter

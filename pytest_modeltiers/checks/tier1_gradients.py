@@ -56,7 +56,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_modeltiers.checks.tier1_outputs import describe_exception, preserved_model
+from pytest_modeltiers.checks.common import describe_exception, preserved_model
 from pytest_modeltiers.errors import AdapterError
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.batches import batch_signature, make_batch

@@ -32,14 +32,13 @@ positions with ``attention_mask == 1`` are compared: outputs at padded positions
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
+from pytest_modeltiers.checks.common import forward_logits, model_device, preserved_model, to_device
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.batches import batch_signature
 from pytest_modeltiers.report import CheckResult
@@ -54,44 +53,6 @@ TIER = 1
 
 
 # --------------------------------------------------------------------------- shared helpers
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode and restore each submodule's own ``training`` flag afterwards.
-
-    Restoring per module (not ``model.train(previous)``) keeps a user's deliberate mix, such as
-    a frozen backbone in eval mode inside a model in train mode.
-    """
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
-def model_device(model: nn.Module) -> torch.device | None:
-    """The device of the model's first parameter or buffer; ``None`` for a stateless model."""
-    for param in model.parameters():
-        return param.device
-    for buffer in model.buffers():
-        return buffer.device
-    return None
-
-
-def to_device(batch: Batch, device: torch.device | None) -> Batch:
-    """A shallow copy of ``batch`` with its tensors on ``device`` (no copy when already there)."""
-    if device is None:
-        return dict(batch)
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def forward_logits(model: nn.Module, adapter: TaskAdapter, batch: Batch) -> torch.Tensor:
-    """The adapter's logits for ``batch`` (per-token classifier outputs pooled with the mask)."""
-    outputs = adapter.forward(model, batch)
-    return adapter.get_logits(outputs, adapter.task, batch=batch)
 
 
 def mismatch(
@@ -252,7 +213,7 @@ def check_causal_masking(
         perturbed["labels"] = perturb_after(labels, position + 1, vocab)
     signature = batch_signature(batch)
 
-    with eval_mode(model), torch.no_grad():
+    with preserved_model(model, training=False), torch.no_grad():
         try:
             reference = forward_logits(model, adapter, original)
         except Exception as exc:
@@ -496,7 +457,7 @@ def check_padding_invariance(
     signature = batch_signature(reference_batch)
     padded_signature = batch_signature(padded_batch)
 
-    with eval_mode(model), torch.no_grad():
+    with preserved_model(model, training=False), torch.no_grad():
         try:
             reference = forward_logits(model, adapter, reference_batch)
         except Exception as exc:

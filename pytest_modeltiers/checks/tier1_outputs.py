@@ -28,15 +28,15 @@ Rules every check here follows:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from pytest_modeltiers.checks.common import describe_exception, forward_logits, preserved_model
 from pytest_modeltiers.errors import AdapterError
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.batches import (
@@ -80,52 +80,8 @@ DEFAULT_EXPLODE_BOUND = 1e4
 #: 0 (at most ~1e-7, float rounding). 1e-5 sits far from both.
 DEFAULT_COLLAPSE_RATIO = 1e-5
 
-_MAX_EXCEPTION_TEXT = 500
-
 
 # --------------------------------------------------------------------------- shared helpers
-
-
-@contextlib.contextmanager
-def preserved_model(model: nn.Module, *, training: bool | None = None) -> Iterator[nn.Module]:
-    """Run a block with the model in ``training`` mode, then restore what the block may change.
-
-    Restored afterwards: every module's own ``training`` flag (set directly, so a user's
-    overridden ``train()`` cannot interfere), every buffer's value (a train-mode forward updates
-    BatchNorm running statistics) and the CPU and CUDA RNG states (dropout consumes them), so a
-    check neither changes the model nor shifts the user's random stream.
-    """
-    modes = [(module, module.training) for module in model.modules()]
-    buffers = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
-    devices = sorted(
-        {t.device.index or 0 for t in (*model.parameters(), *model.buffers()) if t.is_cuda}
-    )
-    try:
-        with torch.random.fork_rng(devices=devices):
-            if training is not None:
-                model.train(training)
-            yield model
-    finally:
-        with torch.no_grad():
-            for buffer, saved in buffers:
-                if buffer.shape == saved.shape and buffer.dtype == saved.dtype:
-                    buffer.copy_(saved)
-        for module, mode in modes:
-            module.training = mode
-
-
-def describe_exception(exc: BaseException) -> str:
-    """``"ValueError: message"``, truncated so that one bad model cannot flood a CI log."""
-    text = f"{type(exc).__name__}: {exc}"
-    if len(text) > _MAX_EXCEPTION_TEXT:
-        text = text[: _MAX_EXCEPTION_TEXT - 3] + "..."
-    return text
-
-
-def forward_logits(model: nn.Module, adapter: TaskAdapter, batch: Batch) -> torch.Tensor:
-    """The adapter's logits for ``batch`` (a per-token classifier output pooled over the mask)."""
-    outputs = adapter.forward(model, dict(batch))
-    return adapter.get_logits(outputs, adapter.task, batch=dict(batch))
 
 
 def compare_close(

@@ -47,7 +47,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from pytest_modeltiers.checks.tier1_masking import eval_mode, model_device, to_device
+from pytest_modeltiers.checks.common import model_device, preserved_model, to_device
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.batches import batch_signature
 from pytest_modeltiers.report import CheckResult
@@ -183,7 +183,7 @@ def check_memory_footprint(
     signature = batch_signature(batch)
     on_cuda = device is not None and device.type == "cuda"
 
-    with eval_mode(model), torch.no_grad():
+    with preserved_model(model, training=False), torch.no_grad():
         try:
             if on_cuda:
                 peak, method = _cuda_peak(model, adapter, inputs, device)
@@ -290,7 +290,7 @@ def check_inference_speed(
             torch.cuda.synchronize(cuda)
 
     times_ms: list[float] = []
-    with eval_mode(model), torch.no_grad():
+    with preserved_model(model, training=False), torch.no_grad():
         try:
             for _ in range(warmup):
                 adapter.forward(model, inputs)

@@ -57,7 +57,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_modeltiers.checks.tier1_outputs import describe_exception
+from pytest_modeltiers.checks.common import describe_exception
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.batches import batch_signature
 from pytest_modeltiers.report import CheckResult, CheckStatus, jsonable
