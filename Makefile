@@ -28,6 +28,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_plugin_overhead.py
+	$(BIN)/python benchmarks/bench_tier1.py --runs 5
 
 clean:
 	rm -rf $(VENV) reports build *.egg-info

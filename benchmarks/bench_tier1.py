@@ -6,18 +6,24 @@ does the same forward and backward passes, and reports the medians and their rat
 ratio of at most 1.5.
 
 "The same passes" is measured, not guessed. One extra suite run (untimed) loads a throwaway
-recording plugin (``-p``, written to a temporary folder) that records, in order, each model the suite builds, every ``forward`` call of
-those models (the shape, dtype and value range of each tensor argument; train or eval; grad
-enabled or not) and every backward pass (``torch.autograd.grad`` / ``torch.autograd.backward``).
+recording plugin (``-p``, written to a temporary folder) that records, in order, each model the
+suite builds, every ``forward`` call of those models (the shape, dtype and value range of each
+tensor argument; train or eval; grad enabled or not) and every backward pass
+(``torch.autograd.grad`` / ``torch.autograd.backward``).
 The bare script is generated from that list: ``import torch``, build the model with the model
 file's ``build_model()`` as many times as the suite did, and replay each forward with random
 tensors of the recorded shapes and value ranges, in the same mode, and the same backward passes
 (a cross-entropy loss on the last output). The default Hypothesis profile (``fast``) is not
-derandomized, so the timed suite runs draw other examples than the recorded run; the shape
-sweeps are fixed and dominate the work, and the medians absorb the rest.
+derandomized, so the timed suite runs draw other examples than the recorded run (on tiny_gpt,
+recordings differed by about 5 % in total input size); the medians absorb that.
 
 All runs use fresh interpreters with torch's default thread count, interleaved (the order
-rotates each round) so that drift on a shared machine hits every variant alike.
+rotates each round) so that drift on a shared machine hits every variant alike, after one
+untimed warm-up run of each. Bytecode is cached as on a user's machine, in a temporary
+``PYTHONPYCACHEPREFIX`` (so nothing is written into the repository) with
+``PYTHONDONTWRITEBYTECODE`` lifted for the children; ``--no-bytecode-cache`` keeps the inherited
+environment instead, where every run compiles the package and pytest rewrites its modules
+again when ``PYTHONDONTWRITEBYTECODE`` is set.
 
 With ``--peer-python``, the closest peer's zero-code run on the same model is timed side by
 side too: ``pytest --torch-model=MODEL:build_model`` of pytest-torch 1.1.1, with the number of
@@ -30,7 +36,7 @@ is installed in, so it lives in a venv of its own, never the project's:
 Usage:
 
     .venv/bin/python benchmarks/bench_tier1.py [--runs 5] [--model PATH]
-        [--peer-python /tmp/peer/bin/python] [--write-bare PATH]
+        [--peer-python /tmp/peer/bin/python] [--write-bare PATH] [--no-bytecode-cache]
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -55,10 +62,11 @@ RECORD_ENV = "MODELTIERS_BENCH_RECORD"
 RECORDER = "modeltiers_bench_recorder"
 
 # The throwaway plugin of the recording run (a conftest would not do: its runtest hooks do not
-# apply to the suite's items, which live inside the package). It hooks the model each test receives through
-# the ``model`` fixture (a forward pre-hook, so ``forward``'s signature is untouched) and wraps
-# torch's two backward entry points (``Tensor.backward`` goes through ``autograd.backward``).
-RECORDING_PLUGIN = '''
+# apply to the suite's items, which live inside the package). It hooks the model each test
+# receives through the ``model`` fixture (a forward pre-hook, so ``forward``'s signature is
+# untouched) and wraps torch's two backward entry points (``Tensor.backward`` goes through
+# ``autograd.backward``).
+RECORDING_PLUGIN = """
 import functools
 import json
 import os
@@ -127,10 +135,10 @@ def pytest_runtest_call(item):
 def pytest_sessionfinish(session):
     with open(os.environ["MODELTIERS_BENCH_RECORD"], "w") as f:
         json.dump(EVENTS, f)
-'''
+"""
 
 # The bare-PyTorch script; PLAN is a list of (repeat, event) from the recording.
-BARE_TEMPLATE = '''"""Bare PyTorch: the forward and backward passes of one tier 1 suite run on {model_name}."""
+BARE_TEMPLATE = '''"""Bare PyTorch: the passes of one tier 1 suite run on {model_name}."""
 
 import importlib.util
 
@@ -218,10 +226,16 @@ def run(args: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> st
     return done.stdout + done.stderr
 
 
-def time_run(args: Sequence[str], cwd: Path) -> tuple[float, str]:
-    start = time.perf_counter()
-    output = run(args, cwd)
-    return time.perf_counter() - start, output
+def child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_run(args: Sequence[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall-clock and CPU seconds (user + system, all threads) of one run, and its output."""
+    cpu, start = child_cpu(), time.perf_counter()
+    output = run(args, cwd, env)
+    return time.perf_counter() - start, child_cpu() - cpu, output
 
 
 def outcome_counts(output: str) -> dict[str, int]:
@@ -229,7 +243,9 @@ def outcome_counts(output: str) -> dict[str, int]:
     lines = [line for line in output.splitlines() if re.search(r"\d+ (passed|failed)", line)]
     if not lines:
         return {}
-    found = re.findall(r"(\d+) (passed|failed|skipped|deselected|errors?|xfailed|xpassed)", lines[-1])
+    found = re.findall(
+        r"(\d+) (passed|failed|skipped|deselected|errors?|xfailed|xpassed)", lines[-1]
+    )
     return {word: int(number) for number, word in found}
 
 
@@ -288,6 +304,11 @@ def main() -> int:
         help="python of a separate venv with pytest-torch 1.1.1 installed: time it side by side",
     )
     parser.add_argument("--write-bare", type=Path, help="also save the generated bare script")
+    parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="run the children in the inherited environment (no temporary pycache prefix)",
+    )
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -299,6 +320,10 @@ def main() -> int:
         plugin_dir, record_dir, run_dir = root / "plugin", root / "record", root / "run"
         for empty in (plugin_dir, record_dir, run_dir):
             empty.mkdir()
+        env = dict(os.environ)
+        if not args.no_bytecode_cache:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
         suite = [python, "-m", "pytest", "--model", str(model), "-m", "tier1"]
         suite += ["-p", "no:cacheprovider", "-q"]
 
@@ -306,8 +331,8 @@ def main() -> int:
         (plugin_dir / f"{RECORDER}.py").write_text(RECORDING_PLUGIN)
         record_file = root / "events.json"
         path = os.pathsep.join(filter(None, [str(plugin_dir), os.environ.get("PYTHONPATH")]))
-        env = {**os.environ, RECORD_ENV: str(record_file), "PYTHONPATH": path}
-        run([*suite, "-p", RECORDER], record_dir, env)
+        record_env = {**env, RECORD_ENV: str(record_file), "PYTHONPATH": path}
+        run([*suite, "-p", RECORDER], record_dir, record_env)
         events: list[dict[str, Any]] = json.loads(record_file.read_text())
         bare_path = root / "bare_tier1.py"
         bare_path.write_text(bare_script(model, events))
@@ -329,25 +354,35 @@ def main() -> int:
             ]
         outputs: dict[str, str] = {}
         for name, command in variants.items():  # warm the file system cache
-            outputs[name] = time_run(command, run_dir)[1]
+            outputs[name] = time_run(command, run_dir, env)[2]
         times: dict[str, list[float]] = {name: [] for name in variants}
+        cpu_times: dict[str, list[float]] = {name: [] for name in variants}
         names = list(variants)
         for round_ in range(args.runs):
             shift = round_ % len(names)
             for name in names[shift:] + names[:shift]:
-                seconds, outputs[name] = time_run(variants[name], run_dir)
+                seconds, cpu, outputs[name] = time_run(variants[name], run_dir, env)
                 times[name].append(seconds)
+                cpu_times[name].append(cpu)
 
     medians = {name: statistics.median(values) for name, values in times.items()}
     print(f"runs: {args.runs} of each, interleaved; torch's default threads; seconds wall-clock")
     for name, values in times.items():
-        print(
-            f"{name:>20}: median {medians[name]:6.2f} s  (min {min(values):.2f}, "
-            f"max {max(values):.2f})"
-        )
+        listed = " ".join(f"{v:.2f}" for v in values)
+        print(f"{name:>20}: median {medians[name]:6.2f} s, min {min(values):6.2f} s  [{listed}]")
+    suite_times, bare_times = times["pytest -m tier1"], times["bare PyTorch"]
     ratio = medians["pytest -m tier1"] / medians["bare PyTorch"]
     verdict = "within" if ratio <= TARGET_RATIO else "OVER"
-    print(f"{'ratio':>20}: {ratio:.2f} ({verdict} the {TARGET_RATIO} target)")
+    print(f"{'ratio':>20}: {ratio:.2f} ({verdict} the {TARGET_RATIO} target; ratio of medians)")
+    paired = statistics.median(s / b for s, b in zip(suite_times, bare_times, strict=True))
+    best = min(suite_times) / min(bare_times)
+    print(f"{'':>20}  median of per-round ratios {paired:.2f}, ratio of minimums {best:.2f}")
+    cpu_medians = {name: statistics.median(values) for name, values in cpu_times.items()}
+    print(
+        "CPU seconds (user + system, all threads; less sensitive to a busy neighbour): "
+        + ", ".join(f"{name} {value:.2f}" for name, value in cpu_medians.items())
+        + f"; ratio {cpu_medians['pytest -m tier1'] / cpu_medians['bare PyTorch']:.2f}"
+    )
     ours = describe_counts(outcome_counts(outputs["pytest -m tier1"]))
     print(f"{'pytest-modeltiers':>20}: {medians['pytest -m tier1']:.2f} s per model, {ours}")
     if args.peer_python:

@@ -12,7 +12,7 @@ from pathlib import Path
 import hypothesis
 import pytest
 import torch
-import torch._dynamo  # noqa: F401  (the memory check reaches it; it registers torch ops once)
+import torch._dynamo  # noqa: F401  (registers torch ops once; a model may reach it in a run)
 
 import pytest_modeltiers.checks.tier1
 import pytest_modeltiers.checks.tier3

@@ -74,6 +74,17 @@ class LiveTensorMemory(TorchDispatchMode):
     counted, including when an operator returns a view of them.
     """
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """Keep ``__torch_dispatch__`` unwrapped by ``torch._dynamo.disable``.
+
+        The wrapper's first call imports torch._dynamo, sympy and torch.fx (about 1 s, more
+        than the rest of tier 1 on a small model) only to keep ``torch.compile`` from tracing
+        this method, which never runs inside a compiled region here: the check calls the model
+        eagerly.
+        """
+        return False
+
     def __init__(self) -> None:
         super().__init__()
         self.live_bytes = 0
