@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from third_party_models import hf_model
 from torch import nn
 
 from pytest_modeltiers.checks.tier1_init import check_parameter_initialization
@@ -31,6 +32,12 @@ from pytest_modeltiers.report import CheckStatus
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ["tiny_gpt", "tiny_encoder_cls", "tiny_seq2seq", "simple_cnn"]
 VOCAB = 100
+
+
+def _text_task(name: str) -> TaskSpec:
+    return (
+        get_builtin_task(name).with_vocab_size(VOCAB).merged({"input_schema": {"max_seq_len": 32}})
+    )
 
 
 @cache
@@ -52,45 +59,6 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test here may reach the Hugging Face Hub: models are built from configs."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
-def _text_task(name: str) -> TaskSpec:
-    return (
-        get_builtin_task(name).with_vocab_size(VOCAB).merged({"input_schema": {"max_seq_len": 32}})
-    )
-
-
-def hf_model(kind: str) -> tuple[nn.Module, TaskAdapter, TaskSpec]:
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    model: nn.Module
-    if kind == "gpt2":
-        config = transformers.GPT2Config(
-            n_layer=2, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=64,
-            bos_token_id=1, eos_token_id=1,
-        )  # fmt: skip
-        model, task = transformers.GPT2LMHeadModel(config), _text_task("lm_tiny")
-    elif kind == "bert":
-        config = transformers.BertConfig(
-            num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64,
-            vocab_size=VOCAB, max_position_embeddings=64, num_labels=2,
-        )  # fmt: skip
-        model, task = transformers.BertForSequenceClassification(config), _text_task("cls_tiny")
-    elif kind == "t5":
-        config = transformers.T5Config(
-            num_layers=1, num_decoder_layers=1, d_model=32, d_ff=64, d_kv=16, num_heads=2,
-            vocab_size=VOCAB, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-        )  # fmt: skip
-        model = transformers.T5ForConditionalGeneration(config)
-        task = _text_task("seq2seq_tiny")
-    else:
-        config = transformers.ViTConfig(
-            image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=1,
-            num_attention_heads=2, intermediate_size=64, num_labels=4,
-        )  # fmt: skip
-        model = transformers.ViTForImageClassification(config)
-        task = get_builtin_task("vision_tiny")
-    return model.eval(), get_adapter(task), task
 
 
 HF_KINDS = ["gpt2", "bert", "t5", "vit"]

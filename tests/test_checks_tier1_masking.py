@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from third_party_models import hf_model
 from torch import nn
 
 from pytest_modeltiers.checks.tier1_masking import (
@@ -32,6 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "example_models"
 FIXTURES = ROOT / "fixtures" / "tier1"
 VOCAB = 100
+
+
+def _text_task(name: str) -> TaskSpec:
+    return (
+        get_builtin_task(name).with_vocab_size(VOCAB).merged({"input_schema": {"max_seq_len": 32}})
+    )
 
 
 @cache
@@ -60,75 +67,6 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --------------------------------------------------------------------------- third-party models
-
-
-def _text_task(name: str) -> TaskSpec:
-    return (
-        get_builtin_task(name).with_vocab_size(VOCAB).merged({"input_schema": {"max_seq_len": 32}})
-    )
-
-
-def hf_model(kind: str) -> tuple[nn.Module, TaskAdapter, TaskSpec]:
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    model: nn.Module
-    if kind == "gpt2":
-        model = transformers.GPT2LMHeadModel(
-            transformers.GPT2Config(
-                n_layer=1,
-                n_embd=32,
-                n_head=2,
-                vocab_size=VOCAB,
-                n_positions=64,
-                bos_token_id=1,
-                eos_token_id=1,
-            )
-        )
-        task = _text_task("lm_tiny")
-    elif kind == "bert":
-        model = transformers.BertForSequenceClassification(
-            transformers.BertConfig(
-                num_hidden_layers=1,
-                hidden_size=32,
-                num_attention_heads=2,
-                intermediate_size=64,
-                vocab_size=VOCAB,
-                max_position_embeddings=64,
-                num_labels=2,
-            )
-        )
-        task = _text_task("cls_tiny")
-    elif kind == "t5":
-        model = transformers.T5ForConditionalGeneration(
-            transformers.T5Config(
-                num_layers=1,
-                num_decoder_layers=1,
-                d_model=32,
-                d_ff=64,
-                d_kv=16,
-                num_heads=2,
-                vocab_size=VOCAB,
-                decoder_start_token_id=0,
-                pad_token_id=0,
-                eos_token_id=1,
-            )
-        )
-        task = _text_task("seq2seq_tiny")
-    else:
-        model = transformers.ViTForImageClassification(
-            transformers.ViTConfig(
-                image_size=32,
-                patch_size=8,
-                num_channels=3,
-                hidden_size=32,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                intermediate_size=64,
-                num_labels=4,
-            )
-        )
-        task = get_builtin_task("vision_tiny")
-    return model.eval(), get_adapter(task), task
 
 
 class TransformerEncoderLM(nn.Module):
