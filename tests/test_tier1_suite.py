@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -267,3 +268,48 @@ def test_json_report_and_junit_carry_the_checks(pytester: pytest.Pytester) -> No
     junit = (pytester.path / "junit.xml").read_text()
     assert 'classname="modeltiers.tier1" name="test_output_finite"' in junit
     assert "NaN" in junit
+
+
+def test_expect_no_grad_declares_unused_parameters(pytester: pytest.Pytester) -> None:
+    model = str(shutil.copy(REPO / "fixtures" / "tier1" / "grads_unused.py", pytester.path))
+    failing = pytester.runpytest("--model", model, "-k", "gradient_flow")
+    failing.assert_outcomes(failed=1)
+    failing.stdout.fnmatch_lines(["*proj.weight*"])
+    declared = pytester.runpytest(
+        "--model", model, "-k", "gradient_flow", "--expect-no-grad", "proj.*"
+    )
+    declared.assert_outcomes(passed=1)
+
+
+def test_budgets_fail_only_when_set(pytester: pytest.Pytester) -> None:
+    # A copy, so the failing batches are saved under the test's rootdir, not the repository.
+    model = str(shutil.copy(EXAMPLES / "simple_cnn.py", pytester.path))
+    selection = ["-k", "memory_footprint or inference_speed"]
+    pytester.runpytest("--model", model, *selection).assert_outcomes(passed=2)
+    result = pytester.runpytest(
+        "--model",
+        model,
+        *selection,
+        "--modeltiers-memory-budget",
+        "0.001",
+        "--modeltiers-latency-budget",
+        "0.0001",
+    )
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*budget*"])
+
+
+def test_max_batch_size_bounds_the_drawn_batches(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest(
+        "--model",
+        str(EXAMPLES / "simple_cnn.py"),
+        "-k",
+        "memory_footprint",
+        "--modeltiers-max-batch-size",
+        "3",
+        "--modeltiers-report",
+        "h.json",
+    )
+    result.assert_outcomes(passed=1)
+    check = _report(pytester.path / "h.json")["checks"][0]
+    assert "pixel_values[3,3,32,32]" in check["message"]
