@@ -98,7 +98,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
+    """Last, so that pytest's own end-of-session garbage collection still sees a frozen heap."""
     state = config.stash.get(SESSION_KEY, None)
     if state is not None:
         state.stop()
