@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from third_party_models import hf_model
 from torch import nn
 
 from pytest_modeltiers.checks.common import preserved_model
@@ -41,28 +42,6 @@ Loaded = tuple[nn.Module, TaskAdapter, TaskSpec]
 def load(path: Path) -> Loaded:
     loaded = load_model(LoadRequest(spec=str(path), rootdir=ROOT))
     return loaded.new_model(), loaded.adapter, loaded.task
-
-
-def hf_model(name: str) -> Loaded:
-    """A tiny Hugging Face model from ``tests/test_hf_models.py``'s configs, with its task."""
-    pytest.importorskip("transformers")
-    import test_hf_models as hf
-
-    builders: dict[str, tuple[Callable[[], nn.Module], Callable[[], TaskSpec]]] = {
-        "gpt2": (hf.gpt2, lambda: hf.text_task("lm_tiny")),
-        "bert": (hf.bert, lambda: hf.text_task("cls_tiny")),
-        "t5": (hf.t5, lambda: hf.text_task("seq2seq_tiny")),
-        "vit": (hf.vit, lambda: get_builtin_task("vision_tiny")),
-    }
-    build, make_task = builders[name]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("TRANSFORMERS_OFFLINE", "1")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = build().eval()
-    task = make_task()
-    return model, get_adapter(task), task
 
 
 @pytest.fixture(scope="module", params=[*EXAMPLES, *(f"hf_{n}" for n in HF)])

@@ -23,5 +23,9 @@ HF_FILES = {"gpt2": "hf_gpt2.py", "bert": "hf_bert_cls.py", "t5": "hf_t5.py", "v
 def hf_model(kind: str) -> tuple[nn.Module, TaskAdapter, TaskSpec]:
     """A fresh Hugging Face model (``gpt2``, ``bert``, ``t5`` or ``vit``) in eval mode."""
     pytest.importorskip("transformers")
-    loaded = load_model(LoadRequest(spec=str(THIRD_PARTY / HF_FILES[kind]), rootdir=ROOT))
-    return loaded.new_model().eval(), loaded.adapter, loaded.task
+    with pytest.MonkeyPatch.context() as offline:
+        offline.setenv("HF_HUB_OFFLINE", "1")
+        offline.setenv("TRANSFORMERS_OFFLINE", "1")
+        loaded = load_model(LoadRequest(spec=str(THIRD_PARTY / HF_FILES[kind]), rootdir=ROOT))
+        model = loaded.new_model().eval()
+    return model, loaded.adapter, loaded.task
