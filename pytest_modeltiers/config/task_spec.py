@@ -427,7 +427,7 @@ class TaskSpec:
     def _expand_per_channel(self, check: _Checker) -> None:
         """Expand scalar mean/std to one value per channel and check list lengths."""
         assert self.preprocessing_config is not None  # for mypy; checked by the caller
-        channels = self.input_schema["image_size"][0 if self.channels_first else 2]
+        channels = self.input_schema["image_size"][0]  # always [C, H, W]
         config = dict(self.preprocessing_config)
         for key in ("mean", "std"):
             if key not in config:
