@@ -237,7 +237,9 @@ def _keyword_rows(
 # -- vision -----------------------------------------------------------------------------------
 
 
-def _vision(task: TaskSpec, count: int, shift: float, g: torch.Generator) -> dict[str, torch.Tensor]:
+def _vision(
+    task: TaskSpec, count: int, shift: float, g: torch.Generator
+) -> dict[str, torch.Tensor]:
     if task.image_size is None:
         raise DatasetError(
             f"vision task {task.name!r} has no image_size; set it with "
@@ -346,7 +348,9 @@ def _read_jsonl(file: Path, task: TaskSpec) -> dict[str, torch.Tensor]:
             else:
                 tensors[key] = torch.tensor(values, dtype=torch.long)
         except (TypeError, ValueError) as exc:
-            raise DatasetError(f"{file}: field {key!r} is not numeric or not rectangular: {exc}")
+            raise DatasetError(
+                f"{file}: field {key!r} is not numeric or not rectangular: {exc}"
+            ) from None
     return tensors
 
 

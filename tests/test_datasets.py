@@ -1,4 +1,4 @@
-"""The shipped datasets: deterministic, in the raw batch layout, learnable, shiftable; users' files."""
+"""The shipped datasets: deterministic, learnable, shiftable; and users' own files."""
 
 from __future__ import annotations
 
