@@ -81,7 +81,34 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(fixtures, "modeltiers-fixtures")
     config.pluginmanager.register(state, "modeltiers-session")
     if not (config.option.help or config.option.version):
+        if state.model_specs:
+            _exempt_libraries_from_assertion_rewriting(config)
         state.start(getattr(config, "workerinput", None))
+
+
+#: Packages pytest marks for assertion rewriting only because they ship a pytest plugin.
+_LIBRARIES_NOT_TO_REWRITE = ("hypothesis", "pytest_modeltiers")
+
+
+def _exempt_libraries_from_assertion_rewriting(config: pytest.Config) -> None:
+    """Let Hypothesis and this package import as plain Python, not as rewritten test code.
+
+    pytest rewrites the asserts of every package that declares a ``pytest11`` entry point. For
+    Hypothesis that is some 120 modules parsed and rewritten when the suites import it, and
+    where bytecode cannot be cached (``PYTHONDONTWRITEBYTECODE=1``, as in many CI images and
+    containers, or a read-only site-packages) that happens on every run: 1.2 s of a 3.8 s tier 1
+    run (benchmarks/bench_tier1.py --no-bytecode-cache). Neither library holds user tests, and
+    the suites raise their own assertion messages, so nothing is lost. Only runs with ``--model``
+    are touched; pytest versions without the hook's marked set are left alone.
+    """
+    hook = getattr(config.pluginmanager, "rewrite_hook", None)
+    marked = getattr(hook, "_must_rewrite", None)
+    if not isinstance(marked, set):
+        return
+    marked.difference_update(_LIBRARIES_NOT_TO_REWRITE)
+    cache = getattr(hook, "_marked_for_rewrite_cache", None)
+    if isinstance(cache, dict):
+        cache.clear()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -271,3 +271,31 @@ def test_example_models_load(pytester: pytest.Pytester) -> None:
     ]:
         assert f"model {name}:" in text
         assert f"task {task} (" in text and f"adapter {adapter} (" in text
+
+
+_LOADER_PROBE = """
+import sys
+
+
+def test_loaders():
+    import hypothesis.strategies
+
+    for name in ("hypothesis", "hypothesis.strategies"):
+        print(name, "loaded by", type(sys.modules[name].__loader__).__name__)
+"""
+
+
+@pytest.mark.parametrize("with_model", [True, False])
+def test_hypothesis_is_not_assertion_rewritten_in_model_runs(
+    pytester: pytest.Pytester, with_model: bool
+) -> None:
+    """With --model, Hypothesis imports as plain Python (its rewriting cost 1.2 s a run without a
+    bytecode cache); without --model, pytest's rewriting is left exactly as it was."""
+    pytester.makepyfile(test_probe=_LOADER_PROBE)
+    args = ["-s", "-p", "no:cacheprovider", "test_probe.py"]
+    if with_model:
+        args += ["--model", str(EXAMPLES / "tiny_gpt.py"), "--deselect", BUILT_IN]
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=1)
+    expected = "SourceFileLoader" if with_model else "AssertionRewritingHook"
+    result.stdout.fnmatch_lines([f"*hypothesis loaded by {expected}"])
