@@ -8,6 +8,7 @@ by ``ModelTiersSession`` and only when a model is named.
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Generator
 from typing import Any
 
@@ -26,6 +27,9 @@ MARKERS = {
 }
 
 _MODEL_FLAG_TAKEN = pytest.StashKey[bool]()
+#: The session whose frozen heap the cleanup registered in ``pytest_load_initial_conftests``
+#: gives back; absent when that cleanup was never registered.
+_HEAP_OWNER = pytest.StashKey["ModelTiersSession | None"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -57,6 +61,8 @@ def pytest_load_initial_conftests(
     A project (or another plugin) that defines ``--model`` itself keeps it: the alias is left out
     and ``--modeltiers-model`` remains, which the session header then points out.
     """
+    early_config.stash[_HEAP_OWNER] = None
+    early_config.add_cleanup(functools.partial(_thaw_heap, early_config))
     result = yield
     try:
         parser.getgroup("modeltiers").addoption(
@@ -78,6 +84,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config, model_flag_taken=config.stash.get(_MODEL_FLAG_TAKEN, False)
     )
     config.stash[SESSION_KEY] = state
+    if _HEAP_OWNER in config.stash:
+        config.stash[_HEAP_OWNER] = state
     config.pluginmanager.register(fixtures, "modeltiers-fixtures")
     config.pluginmanager.register(state, "modeltiers-session")
     if not (config.option.help or config.option.version):
@@ -131,5 +139,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(SESSION_KEY, None)
     if state is not None:
         state.stop()
+        if _HEAP_OWNER not in config.stash:
+            state.thaw_heap()
         config.pluginmanager.unregister(state)
         del config.stash[SESSION_KEY]
+
+
+def _thaw_heap(config: pytest.Config) -> None:
+    """Unfreeze the heap frozen by ``ModelTiersSession.start``, as the very last cleanup.
+
+    Registered before any plugin is configured, so it runs after every later cleanup, pytest's
+    unraisable-exception garbage collection (0.1 s on an unfrozen heap) included.
+    """
+    state = config.stash.get(_HEAP_OWNER, None)
+    if state is not None:
+        state.thaw_heap()
+        config.stash[_HEAP_OWNER] = None

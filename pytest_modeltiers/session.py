@@ -116,20 +116,23 @@ class ModelTiersSession:
         # now into the permanent generation spares the session's garbage collections (pytest's
         # own at the end included) from scanning it: 0.15 s of a 2.6 s tier 1 run on a small
         # model (benchmarks/bench_tier1.py). Garbage made by the tests is collected as usual;
-        # ``stop`` unfreezes after pytest's final collection.
+        # ``thaw_heap`` unfreezes after pytest's final collection.
         gc.freeze()
         self.froze_gc = True
 
     def stop(self) -> None:
-        """Give back what ``start`` changed in the process: the Hypothesis profile, the GC."""
-        if self.froze_gc:
-            gc.unfreeze()
-            self.froze_gc = False
+        """Give back the Hypothesis profile ``start`` replaced."""
         if self.previous_profile is not None:
             from pytest_modeltiers.profiles import restore_profile
 
             restore_profile(self.previous_profile)
             self.previous_profile = None
+
+    def thaw_heap(self) -> None:
+        """Undo ``start``'s ``gc.freeze`` (the plugin calls it after pytest's last collection)."""
+        if self.froze_gc:
+            gc.unfreeze()
+            self.froze_gc = False
 
     def _unique_key(self, name: str) -> str:
         key, n = name, 2
@@ -241,7 +244,9 @@ class ModelTiersSession:
         if match is None:
             return None
         name, tier = match["name"], int(match["tier"])
-        model = match["param"] or (self.model_keys[0] if len(self.models) == 1 else None)
+        model, rest = self._split_param(match["param"])
+        if rest:  # a test's own parameter (test_export[onnx]) stays in its name
+            name = f"{name}[{rest}]"
         reason = _report_reason(report)
         if report.skipped:
             result = CheckResult.skipped(name, tier, reason or "skipped")
@@ -255,6 +260,20 @@ class ModelTiersSession:
         return dataclasses.replace(
             result, model=model, nodeid=report.nodeid, duration_seconds=max(report.duration, 0.0)
         )
+
+    def _split_param(self, param: str | None) -> tuple[str | None, str]:
+        """``"onnx-tiny_gpt"`` -> (``"tiny_gpt"``, ``"onnx"``): the model key among a suite
+        test's parameters (the plugin adds it with several models), and the test's own."""
+        single = self.model_keys[0] if len(self.models) == 1 else None
+        if not param:
+            return single, ""
+        for key in sorted(self.models, key=len, reverse=True):
+            for own in (param.removesuffix(f"-{key}"), param.removeprefix(f"{key}-")):
+                if own != param:
+                    return key, own
+            if param == key:
+                return key, ""
+        return single, param
 
     # -- the health report -----------------------------------------------------------------
 

@@ -299,3 +299,26 @@ def test_hypothesis_is_not_assertion_rewritten_in_model_runs(
     result.assert_outcomes(passed=1)
     expected = "SourceFileLoader" if with_model else "AssertionRewritingHook"
     result.stdout.fnmatch_lines([f"*hypothesis loaded by {expected}"])
+
+
+def test_the_heap_frozen_for_the_session_is_thawed_after_pytests_last_collection(
+    pytester: pytest.Pytester,
+) -> None:
+    """The session freezes the loaded heap (cheaper collections) and gives it back at the end."""
+    import gc
+
+    pytester.makeconftest(
+        """
+        import gc
+
+        def pytest_configure(config):
+            # Cleanups registered at configure time run after every unconfigure hook, like
+            # pytest's own final garbage collection.
+            config.add_cleanup(lambda: print("frozen at cleanup:", gc.get_freeze_count() > 0))
+        """
+    )
+    before = gc.get_freeze_count()
+    result = pytester.runpytest("-s", "--co", "--model", str(EXAMPLES / "tiny_gpt.py"))
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*frozen at cleanup: True"])
+    assert gc.get_freeze_count() == before
