@@ -176,7 +176,7 @@ class ModelTiersSession:
         if isinstance(collector, pytest.Session) and report.passed and self.models:
             report.result.extend(
                 pytest.Module.from_parent(collector, path=path, nodeid=NODEID_PREFIX + path.name)
-                for path in suite_paths()
+                for path in suite_paths(collector.config.option.markexpr or "")
             )
         return report
 

@@ -90,7 +90,38 @@ def test_markers_and_keywords_select(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(
         "--co", "-q", "--model", model, "-m", "tier1", "-k", "gradient", "--strict-markers"
     )
-    result.stdout.fnmatch_lines(["modeltiers/tier1.py::test_gradient_flow", "*1/15 tests*"])
+    result.stdout.fnmatch_lines(["modeltiers/tier1.py::test_gradient_flow", "*1/11 tests*"])
+
+
+_IMPORTED_PROBE = """
+import sys
+
+
+def pytest_collection_finish(session):
+    tiers = [n for n in ("tier1", "tier3", "tier4", "tier5")
+             if f"pytest_modeltiers.suites.{n}" in sys.modules]
+    print("suites imported:", " ".join(tiers))
+"""
+
+
+@pytest.mark.parametrize(
+    ("markexpr", "imported"),
+    [
+        ("tier1", "tier1"),
+        ("tier1 and not slow", "tier1"),
+        ("tier3 or tier5", "tier3 tier5"),
+        ("not slow", "tier1 tier3 tier4 tier5"),
+        ("not tier1", "tier3 tier4 tier5"),
+    ],
+)
+def test_a_marker_expression_leaves_other_tiers_unimported(
+    pytester: pytest.Pytester, markexpr: str, imported: str
+) -> None:
+    """``-m tier1`` never imports the other suites (tier 4 and 5 pull in onnx, scipy, pandas)."""
+    pytester.makeconftest(_IMPORTED_PROBE)
+    model = str(EXAMPLES / "tiny_gpt.py")
+    result = pytester.runpytest_subprocess("--co", "-q", "--model", model, "-m", markexpr)
+    result.stdout.fnmatch_lines([f"suites imported: {imported}"])
 
 
 def test_several_models_name_their_items(pytester: pytest.Pytester) -> None:
