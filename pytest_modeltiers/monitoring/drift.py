@@ -441,7 +441,7 @@ def _measure(
 
     if prep.numeric is not None:
         ref, cur = prep.numeric
-        wn = ds.wasserstein_normalized(ref, cur)
+        wn = ds.wasserstein_normalized(ref, cur, scale=details.get("reference_std"))
         details["wasserstein_normalized"] = wn
         psi_value = ds.psi(ref, cur, bins=psi_bins)
         if chosen == "ks":
@@ -668,7 +668,7 @@ def compare_signals(
     drift_share: float = DEFAULT_DRIFT_SHARE,
     large_sample_size: int = LARGE_SAMPLE_SIZE,
     psi_bins: int = 10,
-    max_categories: int | None = None,
+    max_categories: int | Mapping[str, int | None] | None = None,
 ) -> DriftReport:
     """Compare every signal, correct the p-values across signals and decide for the dataset.
 
@@ -678,9 +678,14 @@ def compare_signals(
     ``{"jensen_shannon": 0.05}``). The correction runs over the evaluated signals that have a
     p-value; distance signals are compared with their thresholds directly. A signal present on
     only one side is skipped with the reason, as is one below ``min_samples``.
-    ``max_categories`` applies to every categorical signal (see :func:`compare_signal`).
+    ``max_categories`` applies to every categorical signal (see :func:`compare_signal`), or per
+    signal when it is a mapping of signal names (a name it lacks gets no pooling).
     """
-    _check_params(alpha, min_samples, drift_share, max_categories)
+    per_signal_cap = dict(max_categories) if isinstance(max_categories, Mapping) else {}
+    for cap in per_signal_cap.values():
+        _check_params(alpha, min_samples, max_categories=cap)
+    shared_cap = None if isinstance(max_categories, Mapping) else max_categories
+    _check_params(alpha, min_samples, drift_share, shared_cap)
     if correction not in get_args(Correction):
         raise DriftInputError(
             f"unknown correction {correction!r}; use 'bonferroni', 'bh' or 'none'"
@@ -723,7 +728,7 @@ def compare_signals(
                 min_samples=min_samples,
                 large_sample_size=large_sample_size,
                 psi_bins=psi_bins,
-                max_categories=max_categories,
+                max_categories=per_signal_cap.get(name, shared_cap),
             )
         )
     tested = [m for m in measured if m.skip_reason is None and m.method in P_VALUE_METHODS]
