@@ -28,7 +28,9 @@ import pytest
 import torch
 
 from pytest_modeltiers.checks import tier5
-from pytest_modeltiers.errors import ModelTiersError
+from pytest_modeltiers.config._util import read_json_object
+from pytest_modeltiers.config.eval_config import EvalConfig
+from pytest_modeltiers.errors import ConfigError, ModelTiersError
 from pytest_modeltiers.models.loader import LoadedModel
 from pytest_modeltiers.monitoring.evaluation import (
     EvalResult,
@@ -82,6 +84,7 @@ class Tier5State:
     _run_id: int | None = None
     _current: Profile | None = None
     _current_count: int | None = None
+    _eval_config: EvalConfig | None = None
     baseline_metrics: dict[str, float] | None = None
     _reference: tuple[Profile, str] | None = None
     _errors: dict[str, str] = field(default_factory=dict)
@@ -104,9 +107,19 @@ class Tier5State:
         """The evaluation batches, drawn once so every model sees the same ones."""
         if self._batches is None:
             path = self.options.get("modeltiers_eval_data")
-            dataset, self._data = resolve_eval_dataset(self.loaded.task, path=path)
-            self._batches = [dict(b) for b in eval_dataloader(dataset)]
+            config = self.eval_config()
+            dataset, self._data = resolve_eval_dataset(self.loaded.task, config, path=path)
+            self._batches = [dict(b) for b in eval_dataloader(dataset, config)]
         return self._batches, self._data
+
+    def eval_config(self) -> EvalConfig | None:
+        """``--eval-config``: which data, how much of it and how batched (None: the defaults)."""
+        path = self.options.get("modeltiers_eval_config")
+        if path is None:
+            return None
+        if self._eval_config is None:
+            self._eval_config = EvalConfig.from_dict(read_json_object(path, ConfigError))
+        return self._eval_config
 
     def evaluation(self) -> EvalResult:
         if self._evaluation is None:
@@ -115,7 +128,7 @@ class Tier5State:
                 self.model,
                 self.loaded.adapter,
                 self.loaded.task,
-                None,
+                self.eval_config(),
                 batches,
                 data_description=data,
             )
@@ -357,7 +370,7 @@ def test_baseline_regression(
             baseline_model,
             _tier5.loaded.adapter,
             _tier5.loaded.task,
-            None,
+            _tier5.eval_config(),
             batches,
             data_description=data,
         )
