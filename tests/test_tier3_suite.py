@@ -19,6 +19,7 @@ TIER3_TESTS = [
     "test_gradient_accumulation_equivalence",
     "test_resume_equivalence",
     "test_seed_reproducibility",
+    "test_training_run",
 ]
 
 
@@ -29,7 +30,7 @@ def copy_fixture(pytester: pytest.Pytester, name: str) -> str:
     return f"{name}.py"
 
 
-def test_tier3_collects_the_four_checks(pytester: pytest.Pytester) -> None:
+def test_tier3_collects_its_checks(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(
         "--co", "-q", "--model", str(EXAMPLES / "tiny_gpt.py"), "-m", "tier3", "--strict-markers"
     )
@@ -76,7 +77,7 @@ def test_batchnorm_model_skips_accumulation_with_the_reason(pytester: pytest.Pyt
     result = pytester.runpytest(
         "--model", copy_fixture(pytester, "accum_batchnorm"), "-m", "tier3", "-rs"
     )
-    result.assert_outcomes(passed=3, skipped=1)
+    result.assert_outcomes(passed=len(TIER3_TESTS) - 1, skipped=1)
     result.stdout.fnmatch_lines(
         ["SKIPPED *tier3.py:* the model normalises with batch statistics in train mode (norm)*"]
     )
@@ -98,3 +99,74 @@ def test_each_training_bug_fails_its_own_check(
     )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([expected, f"FAILED modeltiers/tier3.py::{failing}*"])
+
+
+# -- test_training_run: the session's real run_training --------------------------------------
+
+
+def test_training_run_logs_to_the_experiment_db_option(pytester: pytest.Pytester) -> None:
+    shutil.copy(EXAMPLES / "tiny_gpt.py", pytester.path / "tiny_gpt_run.py")
+    result = pytester.runpytest(
+        "--model",
+        "tiny_gpt_run.py",
+        "-m",
+        "tier3",
+        "-k",
+        "test_training_run",
+        "--experiment-db",
+        "runs/exp.db",
+        "--modeltiers-report",
+        "health.json",
+        "-p",
+        "no:cacheprovider",
+    )
+    result.assert_outcomes(passed=1)
+    from pytest_modeltiers.store.experiment_db import ExperimentDB
+
+    with ExperimentDB(pytester.path / "runs" / "exp.db") as db:
+        runs = db.list_runs()
+        assert list(runs["status"]) == ["completed"]
+        metrics = db.get_metrics(int(runs["run_id"][0]), "val/loss")
+        assert list(metrics["epoch"]) == [0, 1]
+    check = json.loads((pytester.path / "health.json").read_text())["checks"][0]
+    assert check["check_name"] == "test_training_run" and check["tier"] == 3
+    details = check["details"]
+    assert details["eval_summary"]["loss"] < details["initial_eval"]["loss"]
+    assert not (pytester.path / "lightning_logs").exists()
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        ("overfit_frozen_head", "*the validation loss did not decrease: 0.6* before training*"),
+        ("overfit_detached", "*the training run failed: NoGradientPathError: the loss *"),
+        (
+            "run_unsafe_checkpoint",
+            "*cannot be loaded with torch.load(weights_only=True): UnpicklingError: "
+            "Unsupported global: GLOBAL datetime.date*",
+        ),
+    ],
+)
+def test_training_run_fails_a_model_that_does_not_train_or_checkpoint(
+    pytester: pytest.Pytester, fixture: str, expected: str
+) -> None:
+    result = pytester.runpytest(
+        "--model", copy_fixture(pytester, fixture), "-m", "tier3", "-k", "test_training_run"
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([expected, "FAILED modeltiers/tier3.py::test_training_run*"])
+
+
+def test_trained_model_fixture_gives_users_the_trained_model(pytester: pytest.Pytester) -> None:
+    shutil.copy(EXAMPLES / "tiny_gpt.py", pytester.path / "tiny_gpt_users.py")
+    pytester.makepyfile(
+        test_uses_trained="""
+        def test_trained(trained_model, training_run, model):
+            assert trained_model is training_run.results.model
+            assert not trained_model.lm_head.weight.equal(model.lm_head.weight)
+        """
+    )
+    result = pytester.runpytest(
+        "--model", "tiny_gpt_users.py", "-k", "test_trained", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=1)

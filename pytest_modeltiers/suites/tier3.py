@@ -5,7 +5,8 @@ Each test builds small deterministic batches (``make_batch``: 4 examples of up t
 ``CheckResult``. The checks train copies on the lean loop (no Lightning), so the ``model``
 fixture is left untouched; the whole tier takes about a second on a tiny model on CPU.
 ``test_resume_equivalence`` reloads into a fresh instance from ``model_factory``, as a restarted
-process would.
+process would. ``test_training_run`` judges the session's one real ``run_training`` (the
+``training_run`` fixture: Lightning, the task's shipped dataset, a few seconds on CPU).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from pytest_modeltiers.checks import tier3
+from pytest_modeltiers.checks.tier3_run import TrainingOutcome
 from pytest_modeltiers.config.task_spec import TaskSpec
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.batches import make_batch
@@ -98,3 +100,13 @@ def test_seed_reproducibility(
     batches = [_batch(task_spec, seed) for seed in range(STEPS)]
     result = tier3.check_seed_reproducibility(model, adapter, batches)
     expect(request, modeltiers_check, result, batches[0])
+
+
+def test_training_run(
+    request: pytest.FixtureRequest,
+    training_run: TrainingOutcome,
+    modeltiers_check: CheckRecorder,
+) -> None:
+    """A short real run lowers the validation loss, logs to the DB, writes a safe checkpoint."""
+    result = tier3.check_training_run(training_run)
+    expect(request, modeltiers_check, result)

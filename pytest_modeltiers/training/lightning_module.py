@@ -1,0 +1,286 @@
+"""The Lightning side of ``run_training``: the module around the adapter, and the run recorder.
+
+PYTEST_DONT_REWRITE
+
+This module imports Lightning at module level, so only ``run_training`` imports it, inside the
+function: importing the package, the plugin or the tier 3 suite never pays Lightning's seconds
+of start-up (DESIGN §4).
+
+- ``AdapterModule`` trains the user's model through its ``TaskAdapter`` (``forward`` then
+  ``loss``: the same calls as every check), with AdamW and the configured warm-up and schedule
+  stepped per optimizer step. It builds its own data loaders once the trainer knows the
+  process's rank, and adds the RNG states to each checkpoint (Lightning's checkpoints do not
+  carry them) so a resumed run draws the same dropout masks as an uninterrupted one.
+- ``RunRecorder`` keeps the metric history (saved in checkpoints, so it survives a resume) and
+  writes to the experiment database from the process of global rank 0 only: it registers the
+  run once the processes exist, broadcasts the run id and the run directory to every rank, hands
+  each epoch's metrics to one ``MetricsEngine.log_epoch`` (which stores them in one transaction
+  and raises alerts, kept for the results), and marks the run failed or interrupted if training
+  raises.
+- ``quiet_lightning`` silences Lightning's informational logging ("GPU available: ...", tips)
+  and the warnings that are noise for the small runs this package makes (worker-count and
+  logging-interval hints, a deprecation inside Lightning itself, the notice that a resumed run
+  checkpoints to a new directory, which is by design), and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+
+from pytest_modeltiers.models.adapters import TaskAdapter
+from pytest_modeltiers.training.checkpoints import CHECKPOINT_FORMAT, MODEL_PREFIX, SECTION
+from pytest_modeltiers.training.data import RunData, make_loader
+from pytest_modeltiers.training.lean_loop import (
+    NoGradientPathError,
+    capture_rng_state,
+    restore_rng_state,
+)
+from pytest_modeltiers.training.schedule import schedule_for
+from pytest_modeltiers.training.scoring import score_batch
+
+if TYPE_CHECKING:
+    from pytest_modeltiers.config.training import TrainingConfig
+    from pytest_modeltiers.monitoring.metrics_engine import MetricsEngine
+    from pytest_modeltiers.store.experiment_db import ExperimentDB
+
+__all__ = ["AdapterModule", "RunRecorder", "preserved_torch_globals", "quiet_lightning"]
+
+#: Metric names the module logs (the experiment DB's "split/name" scheme).
+TRAIN_LOSS = "train/loss"
+VAL_LOSS = "val/loss"
+VAL_ACCURACY = "val/accuracy"
+LEARNING_RATE = "learning_rate"
+
+_LIGHTNING_LOGGERS = (
+    "lightning.pytorch",
+    "lightning.fabric",
+    "pytorch_lightning",
+    "lightning_fabric",
+)
+#: (message regex, category) of warnings that say nothing useful about a small training run.
+_NOISE: tuple[tuple[str, type[Warning]], ...] = (
+    (r".*does not have many workers.*", Warning),
+    (r".*is smaller than the logging interval.*", Warning),
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated.*", FutureWarning),
+    # A resumed run writes to its own directory by design (see ``training.run``).
+    (r"The dirpath has changed from .*", UserWarning),
+)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's INFO logging and its small-run warnings off for the block."""
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for message, category in _NOISE:
+                warnings.filterwarnings("ignore", message=message, category=category)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def preserved_torch_globals() -> Iterator[None]:
+    """Undo the process-wide settings a run changes: deterministic mode and cuDNN flags (which
+    ``Trainer(deterministic=True)`` turns on for good) and the seed variables Lightning exports."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    names = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG")
+    env = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class AdapterModule(pl.LightningModule):
+    """The user's model trained through its adapter (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        adapter: TaskAdapter,
+        config: TrainingConfig,
+        data: RunData,
+        *,
+        compiled: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        # The compiled wrapper shares the model's parameters; registering it as a submodule
+        # would list every weight twice in state_dict().
+        self.__dict__["_forward_model"] = compiled if compiled is not None else model
+        self.adapter = adapter
+        self.config = config
+        self.data = data
+
+    def _score(self, batch: Mapping[str, Any]) -> Any:
+        return score_batch(self.__dict__["_forward_model"], self.adapter, batch)
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        score = self._score(batch)
+        if not score.loss.requires_grad:
+            raise NoGradientPathError(
+                f"the loss ({float(score.loss.detach())}) does not depend on any trainable "
+                "parameter, so no optimizer step can change it"
+            )
+        self.log(
+            TRAIN_LOSS,
+            score.loss.detach(),
+            on_step=False,
+            on_epoch=True,
+            batch_size=score.count,
+            sync_dist=True,
+        )
+        return score.loss
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        score = self._score(batch)
+        self.log(VAL_LOSS, score.loss, on_epoch=True, batch_size=score.count, sync_dist=True)
+        if score.correct is not None:
+            accuracy = torch.tensor(score.correct / score.count, device=score.loss.device)
+            self.log(VAL_ACCURACY, accuracy, on_epoch=True, batch_size=score.count, sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(
+                f"{type(self.model).__name__} has no parameter with requires_grad=True, so "
+                "there is nothing to train. Unfreeze the parameters that should learn."
+            )
+        optimizer = torch.optim.AdamW(
+            params, lr=self.config.learning_rate, weight_decay=self.config.weight_decay
+        )
+        schedule = schedule_for(self.config, int(self.trainer.estimated_stepping_batches))
+        if schedule is None:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def train_dataloader(self) -> Any:
+        return make_loader(
+            self.data.train,
+            self.config.batch_size,
+            shuffle=True,
+            seed=self.config.random_seed,
+            world_size=self.trainer.world_size,
+            rank=self.trainer.global_rank,
+        )
+
+    def val_dataloader(self) -> Any:
+        source = self.data.validation if self.data.validation is not None else self.data.train
+        return make_loader(
+            source,
+            self.config.batch_size,
+            shuffle=False,
+            seed=self.config.random_seed,
+            world_size=self.trainer.world_size,
+            rank=self.trainer.global_rank,
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[SECTION] = {
+            "format": CHECKPOINT_FORMAT,
+            "model_class": type(self.model).__name__,
+            "task": self.adapter.task.name,
+            "model_prefix": MODEL_PREFIX,
+            "rng": capture_rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        section = checkpoint.get(SECTION)
+        if isinstance(section, Mapping) and section.get("rng") is not None:
+            restore_rng_state(section["rng"])
+
+
+class RunRecorder(Callback):
+    """Metric history for the results, and the experiment DB, written by global rank 0 only."""
+
+    def __init__(
+        self,
+        db: ExperimentDB | None,
+        run_info: Mapping[str, Any],
+        params: Mapping[str, Any],
+        run_dir: str,
+    ) -> None:
+        self.db = db
+        self.run_info = dict(run_info)
+        self.params = dict(params)
+        self.run_dir = run_dir
+        self.run_id: int | None = None
+        self.rank = 0
+        self.history: list[dict[str, Any]] = []
+        self.engine: MetricsEngine | None = None
+        self.alerts: list[dict[str, Any]] = []
+
+    @property
+    def state_key(self) -> str:
+        return "ModelTiersRunRecorder"
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        from pytest_modeltiers.monitoring.metrics_engine import MetricsEngine
+
+        self.rank = trainer.global_rank
+        run_id = None
+        if trainer.is_global_zero:
+            if self.db is not None:
+                run_id = self.db.register_run(self.run_info)
+                self.db.log_params(run_id, {**self.params, "world_size": trainer.world_size})
+            self.engine = MetricsEngine(self.db, run_id)
+        self.run_id = trainer.strategy.broadcast(run_id, src=0)
+        self.run_dir = trainer.strategy.broadcast(self.run_dir, src=0)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics: dict[str, float] = {}
+        for name, value in trainer.callback_metrics.items():
+            if name.startswith(("train/", "val/")):
+                metrics[name] = float(value)
+        if trainer.optimizers:
+            metrics[LEARNING_RATE] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        entry: dict[str, Any] = {
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            **metrics,
+        }
+        self.history.append(entry)
+        if self.engine is not None:
+            alerts = self.engine.log_epoch(trainer.current_epoch, metrics)
+            self.alerts.extend(alert.to_dict() for alert in alerts)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if trainer.is_global_zero and self.db is not None and self.run_id is not None:
+            status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+            self.db.update_run_status(self.run_id, status)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": [dict(entry) for entry in self.history]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [dict(entry) for entry in state_dict.get("history", [])]

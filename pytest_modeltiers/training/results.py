@@ -1,0 +1,91 @@
+"""What ``run_training`` returns: the evaluation, the history, the checkpoints and the run id.
+
+PYTEST_DONT_REWRITE
+
+``TrainingResults`` is a frozen dataclass that also reads like the guide's dict
+(``results["eval_summary"]``), and ``to_dict()`` gives everything but the model as plain JSON
+values (what ``modeltiers train`` prints). It has no Lightning or torch import, so the tier 3
+check and the CLI can handle results without paying for either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TrainingResults"]
+
+
+@dataclass(frozen=True)
+class TrainingResults(Mapping[str, Any]):
+    """One finished run of ``run_training``, as seen from this process (``rank``).
+
+    - ``eval_summary``: metrics of the trained model on the validation data (``loss``;
+      ``perplexity`` for token tasks; ``accuracy`` where defined; ``examples``; ``split``).
+    - ``initial_eval``: the same metrics before training (after loading the checkpoint when
+      resuming), or None when ``eval_on_start`` is off.
+    - ``history``: one dict per epoch: ``epoch`` (0-based, as Lightning counts), ``step``
+      (optimizer steps so far), ``train/loss``, ``val/loss``, ``val/accuracy``,
+      ``learning_rate``. A resumed run's history includes the epochs before the resume.
+    - ``best_checkpoint_path`` / ``last_checkpoint_path`` / ``checkpoint_paths``: files
+      written by this run (best by ``val/loss``, else the latest).
+    - ``run_id``: the experiment DB's id of the run (None without a DB), the same on every rank.
+    - ``alerts``: what ``MetricsEngine`` flagged per epoch (diverged or regressing metrics), as
+      dicts; recorded on rank 0.
+    - ``guardrails``: the messages of the strategy/devices guardrails that changed the request.
+    """
+
+    run_id: int | None
+    run_name: str
+    run_dir: str
+    eval_summary: dict[str, Any]
+    initial_eval: dict[str, Any] | None
+    history: list[dict[str, Any]]
+    best_checkpoint_path: str | None
+    last_checkpoint_path: str | None
+    checkpoint_paths: list[str]
+    epochs_completed: int
+    global_step: int
+    stopped_early: bool
+    resumed_from: str | None
+    data: str
+    distribution: dict[str, Any]
+    rank: int
+    world_size: int
+    duration_seconds: float
+    guardrails: list[str] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    db_path: str | None = None
+    model: Any = field(default=None, repr=False, compare=False)
+
+    def _keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self)]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything except the model, as JSON-serialisable values."""
+        return {name: _plain(getattr(self, name)) for name in self._keys() if name != "model"}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return None
+    return value

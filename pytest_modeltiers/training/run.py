@@ -1,0 +1,313 @@
+"""``run_training``: a real training run on Lightning, through the model's adapter.
+
+PYTEST_DONT_REWRITE
+
+``run_training(model, adapter, training_cfg, task_spec, eval_cfg, *, db=None, dataset=None)``
+trains ``model`` in place and returns ``TrainingResults`` (``results["eval_summary"]``, the
+metric history, the best checkpoint path, the run id). What each ``TrainingConfig`` field does:
+
+=============================== ==============================================================
+``strategy``, ``devices``,       Lightning's; guardrails in ``training.strategies`` (``ddp`` on
+``num_nodes``                   one process falls back to ``auto``, ``fsdp`` without several
+                                GPUs warns, no self-relaunch from pytest or notebooks)
+``precision``, ``use_amp``      Lightning's precision; ``use_amp=False`` forces ``32-true``
+``accumulate_grad_batches``     gradient accumulation (the same value as
+                                ``gradient_accumulation_steps``: the config keeps them equal)
+``max_grad_norm``               gradient clipping by global norm
+``learning_rate``,              AdamW; warm-up and decay per optimizer step
+``weight_decay``, schedule      (``training.schedule``)
+``epochs``                      ``max_epochs`` (a resumed run continues up to it)
+``early_stopping_patience``     epochs without a lower ``val/loss`` before stopping; 0 = off
+``save_every_n_epochs``,        a checkpoint every N epochs (at least once per run), plus
+``keep_best_only``              ``last.ckpt`` each epoch; ``keep_best_only`` keeps only the
+                                best by ``val/loss`` and no ``last.ckpt``
+``resume_from_checkpoint``      continue a run: model, optimizer, scheduler, epoch, step,
+                                callbacks and RNG states; read with ``weights_only=True``.
+                                The continuation is a new run (its own directory and DB
+                                run): the checkpoints it came from are never overwritten
+``random_seed``,                seeds torch, Python, NumPy (and data order); deterministic
+``deterministic``               kernels for the run (the process setting is restored after)
+``compile_mode`` (+ fullgraph,  ``torch.compile`` of the model for the training steps
+dynamic)
+``max_train_samples``,          size of the shipped dataset's splits (caps a user's Dataset)
+``max_val_samples``
+``batch_size``                  batch size of the loaders built here
+``checkpoint_dir``, ``run_name`` the run directory is ``checkpoint_dir/<run_name>-<UTC time>``
+                                unless ``run_dir`` is given
+=============================== ==============================================================
+
+``eval_cfg`` (default ``build_eval_config(training_cfg)``) sets the batch size and the example
+cap of the evaluations before and after training, and ``eval_on_start`` turns the first off.
+
+Every file the run writes lives under the run directory; Lightning's logger is off (no
+``lightning_logs`` in the working directory) and its informational output silenced; the
+progress bar shows only on a terminal. With ``db``, the process of global rank 0 registers the
+run, logs its params and each epoch's metrics, the best and last checkpoints as artifacts, and
+its final status; other ranks never write to it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from pytest_modeltiers.errors import ConfigError
+from pytest_modeltiers.training.checkpoints import model_state_dict, read_checkpoint
+from pytest_modeltiers.training.data import RunData, resolve_data
+from pytest_modeltiers.training.results import TrainingResults
+from pytest_modeltiers.training.strategies import resolve_distribution, show_progress_bar
+
+if TYPE_CHECKING:
+    from pytest_modeltiers.config.eval_config import EvalConfig
+    from pytest_modeltiers.config.task_spec import TaskSpec
+    from pytest_modeltiers.config.training import TrainingConfig
+    from pytest_modeltiers.models.adapters import TaskAdapter
+    from pytest_modeltiers.store.experiment_db import ExperimentDB
+
+__all__ = ["new_run_dir", "run_training"]
+
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+def new_run_dir(base: str | Path, run_name: str) -> Path:
+    """``base/<run_name>-<UTC YYYYmmdd-HHMMSS>`` (with ``-2``, ``-3``... if that exists)."""
+    safe = re.sub(r"[^\w.-]+", "_", run_name).strip("._") or "run"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    folder = Path(base).absolute()
+    candidate = folder / f"{safe}-{stamp}"
+    counter = 1
+    while candidate.exists():
+        counter += 1
+        candidate = folder / f"{safe}-{stamp}-{counter}"
+    return candidate
+
+
+def _eval_batches(data: RunData, eval_cfg: EvalConfig) -> tuple[Any, str]:
+    """Batches for the before/after evaluations (validation data, else training data)."""
+    source = data.validation if data.validation is not None else data.train
+    split = "validation" if data.validation is not None else "train"
+    if isinstance(source, DataLoader):
+        return source, split
+    dataset: Dataset[Any] = source
+    try:
+        length = len(source)  # type: ignore[arg-type]
+    except TypeError:
+        length = None
+    if length is not None and length > eval_cfg.max_eval_examples:
+        dataset = Subset(source, range(eval_cfg.max_eval_examples))
+    return DataLoader(dataset, batch_size=eval_cfg.batch_size, shuffle=False), split
+
+
+def _evaluate(
+    model: nn.Module, adapter: TaskAdapter, task: TaskSpec, eval_cfg: EvalConfig, batches: Any
+) -> dict[str, Any]:
+    """The task's metrics (``monitoring.evaluation``, shared with tier 5) and the data size."""
+    from pytest_modeltiers.monitoring.evaluation import run_evaluation
+
+    result = run_evaluation(model, adapter, task, eval_cfg, batches)
+    return {**result.metrics, "examples": result.n_examples}
+
+
+def _check_inputs(model: Any, config: Any) -> None:
+    from pytest_modeltiers.config.training import TrainingConfig
+
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"run_training needs an nn.Module, got {type(model).__name__}")
+    if not isinstance(config, TrainingConfig):
+        raise ConfigError(
+            f"training_cfg must be a TrainingConfig, got {type(config).__name__} (build one "
+            "with TrainingConfig(...), TrainingConfig.from_dict or TrainingConfigBuilder)"
+        )
+    config.validate()
+
+
+def run_training(
+    model: nn.Module,
+    adapter: TaskAdapter,
+    training_cfg: TrainingConfig,
+    task_spec: TaskSpec,
+    eval_cfg: EvalConfig | None = None,
+    *,
+    db: ExperimentDB | None = None,
+    dataset: Any = None,
+    run_dir: str | Path | None = None,
+    accelerator: str = "auto",
+    progress_bar: bool | None = None,
+    run_fields: Mapping[str, Any] | None = None,
+) -> TrainingResults:
+    """Train ``model`` with Lightning as ``training_cfg`` says; see the module docstring.
+
+    ``dataset``: None (the task's shipped dataset), a Dataset, a DataLoader, or
+    ``{"train": ..., "validation": ...}`` (see ``training.data``). ``accelerator``: ``auto``,
+    ``cpu`` or ``gpu``. ``progress_bar``: None shows it on a terminal only. ``run_fields``:
+    more columns of the DB run (``sweep_id``, ``sweep_params``, ``gist_id``, ...; see
+    ``ExperimentDB.register_run``).
+    """
+    start = time.perf_counter()
+    _check_inputs(model, training_cfg)
+    config = training_cfg
+    if eval_cfg is None:
+        from pytest_modeltiers.config.eval_config import build_eval_config
+
+        eval_cfg = build_eval_config(config)
+    distribution = resolve_distribution(config, accelerator)
+    data = resolve_data(dataset, task_spec, config, eval_cfg)
+    resume = config.resume_from_checkpoint
+    checkpoint = read_checkpoint(resume) if resume else None
+    run_name = config.run_name or f"{task_spec.name}-{type(model).__name__}"
+    directory = (
+        Path(run_dir) if run_dir is not None else new_run_dir(config.checkpoint_dir, run_name)
+    )
+
+    # Lightning is imported here and only here (seconds of start-up, DESIGN §4).
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from pytest_modeltiers.training import lightning_module as lm
+
+    with lm.preserved_torch_globals(), lm.quiet_lightning():
+        pl.seed_everything(config.random_seed, workers=True, verbose=False)
+        if checkpoint is not None:
+            try:
+                model.load_state_dict(model_state_dict(checkpoint))
+            except RuntimeError as exc:
+                raise ConfigError(
+                    f"resume_from_checkpoint {resume} does not fit this model: {exc}"
+                ) from None
+        eval_batches, eval_split = _eval_batches(data, eval_cfg)
+        initial = (
+            _evaluate(model, adapter, task_spec, eval_cfg, eval_batches)
+            if eval_cfg.eval_on_start
+            else None
+        )
+        model.train()
+        compiled: Any = None
+        if config.compile_mode is not None:
+            compiled = torch.compile(
+                model,
+                mode=config.compile_mode,
+                fullgraph=config.compile_fullgraph,
+                dynamic=config.compile_dynamic,
+            )
+        module = lm.AdapterModule(model, adapter, config, data, compiled=compiled)
+        num_params = sum(p.numel() for p in model.parameters())
+        run_info = {
+            "run_name": run_name,
+            "config": config.to_dict(),
+            "notes": config.notes + (f" (resumed from {resume})" if resume else ""),
+            "task_name": task_spec.name,
+            "modality": task_spec.modality,
+            "strategy": distribution.strategy,
+            "devices": distribution.devices,
+            **dict(run_fields or {}),
+        }
+        params = {
+            "model_class": type(model).__name__,
+            "num_parameters": num_params,
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "data": data.source,
+            "run_dir": str(directory),
+            "resumed_from": resume,
+            "initial_eval": initial,
+            **{f"distribution.{k}": v for k, v in distribution.to_dict().items()},
+        }
+        recorder = lm.RunRecorder(db, run_info, params, str(directory))
+        has_val = data.validation is not None
+        every = max(1, min(config.save_every_n_epochs, config.epochs))
+        checkpointing = ModelCheckpoint(
+            dirpath=str(directory / CHECKPOINT_SUBDIR),
+            filename="epoch={epoch:03d}",
+            auto_insert_metric_name=False,
+            monitor=lm.VAL_LOSS if has_val else None,
+            mode="min",
+            save_top_k=1 if config.keep_best_only else -1,
+            save_last=not config.keep_best_only,
+            every_n_epochs=every,
+            save_on_train_epoch_end=True,
+        )
+        callbacks: list[Any] = [recorder, checkpointing]
+        early: Any = None
+        if has_val and config.early_stopping_patience > 0:
+            early = EarlyStopping(
+                monitor=lm.VAL_LOSS, patience=config.early_stopping_patience, mode="min"
+            )
+            callbacks.append(early)
+        trainer = pl.Trainer(
+            accelerator=distribution.accelerator,
+            strategy=distribution.strategy,
+            devices=distribution.devices,
+            num_nodes=distribution.num_nodes,
+            precision=distribution.precision,  # type: ignore[arg-type]
+            max_epochs=config.epochs,
+            accumulate_grad_batches=config.accumulate_grad_batches,
+            gradient_clip_val=config.max_grad_norm,
+            gradient_clip_algorithm="norm",
+            deterministic=config.deterministic,
+            callbacks=callbacks,
+            logger=False,
+            enable_checkpointing=True,
+            enable_model_summary=False,
+            enable_progress_bar=show_progress_bar() if progress_bar is None else progress_bar,
+            default_root_dir=str(directory),
+            num_sanity_val_steps=0,
+            limit_val_batches=None if has_val else 0,
+            use_distributed_sampler=data.user_loaders,
+        )
+        trainer.fit(module, ckpt_path=resume, weights_only=True if resume else None)
+        final = _evaluate(model, adapter, task_spec, eval_cfg, eval_batches)
+        best = checkpointing.best_model_path or checkpointing.last_model_path or None
+        last = checkpointing.last_model_path or best
+        if trainer.is_global_zero and db is not None and recorder.run_id is not None:
+            if best:
+                db.log_artifact(
+                    recorder.run_id,
+                    "checkpoint",
+                    best,
+                    {
+                        "best": True,
+                        "monitor": checkpointing.monitor,
+                        "score": _score(checkpointing),
+                    },
+                )
+            if last and last != best:
+                db.log_artifact(recorder.run_id, "checkpoint", last, {"best": False, "last": True})
+            db.update_run_status(recorder.run_id, "completed")
+    folder = Path(checkpointing.dirpath or directory / CHECKPOINT_SUBDIR)
+    paths = sorted(str(p) for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+    return TrainingResults(
+        run_id=recorder.run_id,
+        run_name=run_name,
+        run_dir=recorder.run_dir,
+        eval_summary={**final, "split": eval_split},
+        initial_eval=None if initial is None else {**initial, "split": eval_split},
+        history=list(recorder.history),
+        best_checkpoint_path=best,
+        last_checkpoint_path=last,
+        checkpoint_paths=paths,
+        epochs_completed=int(trainer.current_epoch),
+        global_step=int(trainer.global_step),
+        stopped_early=bool(early is not None and early.stopped_epoch > 0),
+        resumed_from=resume,
+        data=data.source,
+        distribution=distribution.to_dict(),
+        rank=int(trainer.global_rank),
+        world_size=int(trainer.world_size),
+        duration_seconds=time.perf_counter() - start,
+        guardrails=list(distribution.notes),
+        alerts=list(recorder.alerts),
+        db_path=None if db is None else str(db.path),
+        model=model,
+    )
+
+
+def _score(checkpointing: Any) -> float | None:
+    score = checkpointing.best_model_score
+    return None if score is None else float(score)
