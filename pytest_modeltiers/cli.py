@@ -7,7 +7,12 @@ Subcommands:
 - ``modeltiers inspect --model SPEC [--task ...]``: resolve a model exactly as the plugin does
   and print which model, task and adapter were chosen and why (exit 2 on a bad spec);
 - ``modeltiers scan FILE``: run the static safety scan on a model file and its local imports
-  (exit 1 when it finds something).
+  (exit 1 when it finds something);
+- ``modeltiers train --config FILE``: train a model file from a JSON config and print the run's
+  summary as JSON (``cli_train``; exit 2 on a bad config, 1 when training fails);
+- ``modeltiers run-tiers --config FILE [--json]``: run one tier through pytest on the config's
+  model and summarise it for CI (``cli_run_tiers``; exit 1 when the tier fails, 2 on a bad
+  config).
 
 Model options are the plugin's own declarations (``options.OPTIONS``), so both front ends
 accept the same flags and values.
@@ -21,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_modeltiers import cli_run_tiers
 from pytest_modeltiers.options import OPTIONS, OptionValueError, resolve_value
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -42,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         inspect_cmd.add_argument(*flags, **kwargs)
     scan_cmd = commands.add_parser("scan", help="safety-scan a model file and its local imports")
     scan_cmd.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    train_cmd = commands.add_parser("train", help="train a model from a JSON config")
+    train_cmd.add_argument("--config", required=True, type=Path, metavar="FILE")
+    cli_run_tiers.add_parser(commands)
     return parser
 
 
@@ -49,6 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "scan":
         return _scan(args.files)
+    if args.command == "train":
+        from pytest_modeltiers.cli_train import main_train
+
+        return main_train(args.config)
+    if args.command == "run-tiers":
+        return cli_run_tiers.run(args)
     return _inspect(args)
 
 
