@@ -40,40 +40,99 @@ _EXPORTS = {
     "scan_model_file": "pytest_modeltiers.models.safety",
     "ExperimentDB": "pytest_modeltiers.store.experiment_db",
     "StoreError": "pytest_modeltiers.store.sqlite_base",
+    "run_training": "pytest_modeltiers.training.run",
+    "TrainingResults": "pytest_modeltiers.training.results",
+    "load_model_weights": "pytest_modeltiers.training.checkpoints",
+    "CheckpointError": "pytest_modeltiers.training.checkpoints",
     "CheckResult": "pytest_modeltiers.report",
     "HealthReport": "pytest_modeltiers.report",
+    # tier 5: evaluation, baseline regression, reference profiles and drift
+    "run_evaluation": "pytest_modeltiers.monitoring.evaluation",
+    "compare_models": "pytest_modeltiers.monitoring.regression",
+    "compute_profile": "pytest_modeltiers.monitoring.profiles",
+    "compare_profiles": "pytest_modeltiers.monitoring.profiles",
+    "log_profile_to_db": "pytest_modeltiers.monitoring.profile_io",
+    # tier 5: retraining triggers, model registry, metrics engine
+    "DriftTrigger": "pytest_modeltiers.monitoring.triggers",
+    "PerformanceTrigger": "pytest_modeltiers.monitoring.triggers",
+    "TimeTrigger": "pytest_modeltiers.monitoring.triggers",
+    "DataVolumeTrigger": "pytest_modeltiers.monitoring.triggers",
+    "CompositeTrigger": "pytest_modeltiers.monitoring.triggers",
+    "RetrainingTriggerManager": "pytest_modeltiers.monitoring.triggers",
+    "RetrainingReport": "pytest_modeltiers.monitoring.triggers",
+    "evaluate_retraining": "pytest_modeltiers.monitoring.triggers",
+    "get_conservative_config": "pytest_modeltiers.monitoring.triggers",
+    "get_balanced_config": "pytest_modeltiers.monitoring.triggers",
+    "get_aggressive_config": "pytest_modeltiers.monitoring.triggers",
+    "ModelRegistry": "pytest_modeltiers.store.model_registry",
+    "MetricsEngine": "pytest_modeltiers.monitoring.metrics_engine",
+    # tier 4: export
+    "export_model": "pytest_modeltiers.export.exporters",
+    "create_export_bundle": "pytest_modeltiers.export.bundle",
+    "load_exported_model": "pytest_modeltiers.export.runtime",
+    "ExportHealthChecker": "pytest_modeltiers.export.health",
+    "ExportHealthReport": "pytest_modeltiers.export.health",
+    "run_export_validation": "pytest_modeltiers.export.validation",
 }
 
 __all__ = [
     "AdapterError",
     "CheckResult",
+    "CheckpointError",
+    "CompositeTrigger",
     "ConfigError",
+    "DataVolumeTrigger",
+    "DriftTrigger",
     "EvalConfig",
     "ExperimentDB",
+    "ExportHealthChecker",
+    "ExportHealthReport",
     "HealthReport",
     "LoadRequest",
     "LoadedModel",
+    "MetricsEngine",
+    "ModelRegistry",
     "ModelSpecError",
     "ModelTiersError",
     "ModelTiersWarning",
+    "PerformanceTrigger",
+    "RetrainingReport",
+    "RetrainingTriggerManager",
     "StoreError",
     "TaskAdapter",
     "TaskSpec",
     "TaskSpecError",
+    "TimeTrigger",
     "TrainingConfig",
     "TrainingConfigBuilder",
+    "TrainingResults",
     "UnsafeModelError",
     "build_configs_for_mode",
     "build_eval_config",
     "build_task_spec",
     "builtin_task_names",
     "compare_configs",
+    "compare_models",
+    "compare_profiles",
+    "compute_profile",
+    "create_export_bundle",
+    "evaluate_retraining",
+    "export_model",
     "get_adapter",
+    "get_aggressive_config",
+    "get_balanced_config",
     "get_builtin_task",
+    "get_conservative_config",
     "load_adapter",
+    "load_exported_model",
     "load_model",
+    "load_model_weights",
+    "log_profile_to_db",
     "make_batch",
     "resolve_task",
+    "run_evaluation",
+    "run_export_validation",
+    "run_training",
     "scan_model_file",
 ]
 
@@ -115,10 +174,37 @@ if TYPE_CHECKING:
         TaskSpecError,
         UnsafeModelError,
     )
+    from pytest_modeltiers.export.bundle import create_export_bundle
+    from pytest_modeltiers.export.exporters import export_model
+    from pytest_modeltiers.export.health import ExportHealthChecker, ExportHealthReport
+    from pytest_modeltiers.export.runtime import load_exported_model
+    from pytest_modeltiers.export.validation import run_export_validation
     from pytest_modeltiers.models.adapters import TaskAdapter, get_adapter, load_adapter
     from pytest_modeltiers.models.batches import make_batch
     from pytest_modeltiers.models.loader import LoadedModel, LoadRequest, load_model
     from pytest_modeltiers.models.safety import scan_model_file
+    from pytest_modeltiers.monitoring.evaluation import run_evaluation
+    from pytest_modeltiers.monitoring.metrics_engine import MetricsEngine
+    from pytest_modeltiers.monitoring.profile_io import log_profile_to_db
+    from pytest_modeltiers.monitoring.profiles import compare_profiles, compute_profile
+    from pytest_modeltiers.monitoring.regression import compare_models
+    from pytest_modeltiers.monitoring.triggers import (
+        CompositeTrigger,
+        DataVolumeTrigger,
+        DriftTrigger,
+        PerformanceTrigger,
+        RetrainingReport,
+        RetrainingTriggerManager,
+        TimeTrigger,
+        evaluate_retraining,
+        get_aggressive_config,
+        get_balanced_config,
+        get_conservative_config,
+    )
     from pytest_modeltiers.report import CheckResult, HealthReport
     from pytest_modeltiers.store.experiment_db import ExperimentDB
+    from pytest_modeltiers.store.model_registry import ModelRegistry
     from pytest_modeltiers.store.sqlite_base import StoreError
+    from pytest_modeltiers.training.checkpoints import CheckpointError, load_model_weights
+    from pytest_modeltiers.training.results import TrainingResults
+    from pytest_modeltiers.training.run import run_training

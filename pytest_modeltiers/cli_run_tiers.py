@@ -133,7 +133,9 @@ def summarise(tier: int, health: Mapping[str, Any], *, model_note: str) -> dict[
         "checks": {_check_key(c): _brief(c) for c in checks},
     }
     if tier == 4:
-        summary.update(_tier4(checks, summary["status"]))
+        from pytest_modeltiers.export.validation import tier4_summary
+
+        summary.update(tier4_summary(checks))
     elif tier == 5:
         summary.update(_tier5(checks, health))
     return summary
@@ -146,52 +148,6 @@ def _check_key(check: Mapping[str, Any]) -> str:
 
 def _brief(check: Mapping[str, Any]) -> dict[str, Any]:
     return {"status": check["status"], "message": check.get("message", "")}
-
-
-def _param(check: Mapping[str, Any]) -> str | None:
-    key = _check_key(check)
-    if "[" in key and key.endswith("]"):
-        return key[key.index("[") + 1 : -1].split("-")[0]
-    details = check.get("details") or {}
-    value = details.get("format")
-    return str(value) if value is not None else None
-
-
-def _tier4(checks: Sequence[Mapping[str, Any]], status: str) -> dict[str, Any]:
-    formats: dict[str, dict[str, Any]] = {}
-    export: dict[str, Any] = {}
-    for check in checks:
-        fmt = _param(check)
-        details = check.get("details") or {}
-        name = check["check_name"]
-        if fmt is None or name not in ("test_export", "test_export_parity"):
-            continue
-        entry = formats.setdefault(fmt, {"status": "ok"})
-        if check["status"] in ("failed", "error"):
-            entry["status"] = "fail"
-        elif check["status"] == "warning" and entry["status"] == "ok":
-            entry["status"] = "warn"
-        elif check["status"] == "skipped" and entry["status"] == "ok":
-            entry["status"] = "skipped"
-        if name == "test_export":
-            artifact = details.get("artifact") or details.get("path")
-            if artifact:
-                entry["artifact"] = artifact
-                export[fmt] = artifact
-        else:
-            for key in ("max_abs_diff", "max_rel_diff", "shapes_checked"):
-                if key in details:
-                    entry[key] = details[key]
-    for check in checks:
-        if check["check_name"] == "test_export_latency":
-            latency = (check.get("details") or {}).get("formats", {})
-            for fmt, values in latency.items():
-                if fmt in formats and isinstance(values, Mapping):
-                    entry = formats[fmt]
-                    for key in ("median_ms", "p90_ms", "speedup"):
-                        if key in values:
-                            entry[f"latency_{key}"] = values[key]
-    return {"export": export, "tier4": {"status": status, "formats": formats}}
 
 
 def _tier5(checks: Sequence[Mapping[str, Any]], health: Mapping[str, Any]) -> dict[str, Any]:
@@ -225,11 +181,11 @@ def render_text(tier: int, summary: Mapping[str, Any]) -> str:
     if tier == 4:
         for fmt, entry in summary["tier4"]["formats"].items():
             parts = [f"  {fmt:13s} {entry['status']:7s}"]
-            if "max_abs_diff" in entry:
+            if entry.get("max_abs_diff") is not None:
                 parts.append(f"max abs diff {entry['max_abs_diff']:.3g}")
-            if "latency_median_ms" in entry:
-                parts.append(f"latency {entry['latency_median_ms']:.3g} ms")
-            if "artifact" in entry:
+            if entry.get("latency_ms") is not None:
+                parts.append(f"latency {entry['latency_ms']:.3g} ms")
+            if entry.get("artifact"):
                 parts.append(str(entry["artifact"]))
             lines.append("  ".join(parts))
     for key, check in summary["checks"].items():

@@ -20,7 +20,9 @@ from pytest_modeltiers.session import SESSION_KEY
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
+    from pytest_modeltiers.checks.tier3_run import TrainingOutcome
     from pytest_modeltiers.config import EvalConfig, TaskSpec, TrainingConfig
+    from pytest_modeltiers.export.cache import ExportCache, ExportOutcome
     from pytest_modeltiers.models.adapters import TaskAdapter
     from pytest_modeltiers.models.loader import LoadedModel
 
@@ -125,3 +127,127 @@ def modeltiers_check(request: pytest.FixtureRequest) -> CheckRecorder:
 def modeltiers_options(request: pytest.FixtureRequest) -> dict[str, Any]:
     """The session's resolved modeltiers options, keyed by option destination."""
     return dict(request.config.stash[SESSION_KEY].values)
+
+
+# -- tier 3: the session's real training run -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def training_run_config(training_config: TrainingConfig) -> TrainingConfig:
+    """The settings of ``training_run``: ``training_config`` made into a short run (2 epochs of
+    128 examples, lr 3e-3, one process; see ``checks.tier3_run``). Override to change them."""
+    from pytest_modeltiers.checks.tier3_run import short_run_config
+
+    return short_run_config(training_config)
+
+
+@pytest.fixture(scope="session")
+def training_run(
+    request: pytest.FixtureRequest,
+    modeltiers_loaded_model: LoadedModel,
+    training_run_config: TrainingConfig,
+    eval_config: EvalConfig,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> TrainingOutcome:
+    """One real ``run_training`` of a fresh model on the task's shipped data, once per session.
+
+    The run is logged to ``--experiment-db`` (else a database in the session's temp dir) and
+    its files go to the session's temp dir. A failed run is returned, not raised:
+    ``test_training_run`` reports it, and ``trained_model`` fails the tests that need it.
+    """
+    import re
+    from pathlib import Path
+
+    from pytest_modeltiers.checks.tier3_run import execute_training_run
+
+    loaded = modeltiers_loaded_model
+    folder = tmp_path_factory.mktemp("modeltiers-training-" + re.sub(r"[^\w.-]+", "_", loaded.name))
+    db_option = request.config.stash[SESSION_KEY].values["modeltiers_experiment_db"]
+    db_path = Path(db_option) if db_option else folder / "experiments.db"
+    return execute_training_run(
+        loaded.new_model,
+        loaded.adapter,
+        training_run_config,
+        loaded.task,
+        eval_config,
+        db_path=db_path,
+        run_dir=folder / "run",
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_model(training_run: TrainingOutcome) -> nn.Module:
+    """The model trained by ``training_run`` (shared by the session: do not change it)."""
+    if training_run.results is None:
+        pytest.fail(f"the training run failed: {training_run.error_message}", pytrace=False)
+    model: nn.Module = training_run.results.model
+    return model
+
+
+# -- tier 4: exports, once per format and session ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def export_format(modeltiers_options: dict[str, Any]) -> str:
+    """The format ``exported_model`` exports: the first of ``--export-formats``.
+
+    The built-in tier 4 suite parametrizes it over every format; parametrize it in your own
+    tests the same way (``@pytest.mark.parametrize("export_format", ["onnx"])``).
+    """
+    formats: tuple[str, ...] = modeltiers_options["modeltiers_export_formats"]
+    return formats[0]
+
+
+@pytest.fixture(scope="session")
+def modeltiers_exports(
+    request: pytest.FixtureRequest,
+    modeltiers_loaded_model: LoadedModel,
+    modeltiers_model_key: str | None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> ExportCache:
+    """Every export of the model in this session, made on first request (``ExportCache``).
+
+    Artifacts go to ``--export-dir``/<model> (else pytest's temporary directory), with a
+    ``metadata.json`` listing each artifact and its SHA-256.
+    """
+    import re
+    from pathlib import Path
+
+    from pytest_modeltiers.export.cache import ExportCache
+    from pytest_modeltiers.export.tolerances import ToleranceError, ToleranceTable
+
+    values = request.config.stash[SESSION_KEY].values
+    loaded = modeltiers_loaded_model
+    name = re.sub(r"[^\w.-]+", "_", modeltiers_model_key or loaded.name)
+    if values["modeltiers_export_dir"]:
+        directory = Path(values["modeltiers_export_dir"]).resolve() / name
+    else:
+        directory = tmp_path_factory.mktemp(f"modeltiers-export-{name}")
+    try:
+        tolerances = ToleranceTable.from_sources(
+            request.config.rootpath, values["modeltiers_export_tolerance"]
+        )
+    except ToleranceError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return ExportCache(
+        loaded.new_model,
+        loaded.adapter,
+        loaded.task,
+        directory,
+        onnx_exporter=values["modeltiers_export_onnx_exporter"],
+        timeout=values["modeltiers_timeout"],
+        tolerances=tolerances,
+        max_batch=values["modeltiers_max_batch_size"],
+        quantization=values["modeltiers_export_quantization"],
+    )
+
+
+@pytest.fixture(scope="session")
+def exported_model(modeltiers_exports: ExportCache, export_format: str) -> ExportOutcome:
+    """The model exported to ``export_format`` once per session: an ``ExportOutcome``.
+
+    ``exported_model.runner(inputs)`` runs the loaded artifact (inputs by name, e.g.
+    ``input_ids``); ``exported_model.artifact.path`` is the file. A failed export is returned,
+    not raised (``exported_model.error`` says why), so ``test_export`` can report it.
+    """
+    return modeltiers_exports.outcome(export_format)

@@ -40,6 +40,15 @@ def _parse_profile(value: str) -> str:
     return value
 
 
+_GATES = ("info", "warning", "critical")
+
+
+def _parse_gate(value: str) -> str:
+    if value not in _GATES:
+        raise OptionValueError(f"expected one of {', '.join(_GATES)}, got {value!r}")
+    return value
+
+
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
@@ -95,6 +104,113 @@ def _parse_count(value: str) -> int:
 
 def _identity(value: str) -> str:
     return value
+
+
+# -- tier 4 parsers (the export package's standard-library modules hold the rules) -------------
+
+
+def _parse_export_formats(value: str) -> tuple[str, ...]:
+    from pytest_modeltiers.export.formats import parse_formats
+
+    try:
+        return parse_formats(value)
+    except ValueError as exc:
+        raise OptionValueError(str(exc)) from None
+
+
+def _parse_export_tolerance(value: str) -> str:
+    from pytest_modeltiers.export.tolerances import ToleranceError, parse_tolerance
+
+    try:
+        parse_tolerance(value)
+    except ToleranceError as exc:
+        raise OptionValueError(str(exc)) from None
+    return value
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise OptionValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return parse
+
+
+# -- tier 5 parsers -------------------------------------------------------------------------
+
+_RUN_ID = re.compile(r"^[1-9][0-9]*$")
+_PROFILE_SPEC = re.compile(r"^[1-9][0-9]*(:.+)?$")
+_DATA_SUFFIXES = (".pt", ".jsonl")
+
+
+def _parse_json_file(value: str) -> str:
+    if not value.strip() or not value.lower().endswith(".json"):
+        raise OptionValueError(f"expected a .json file, got {value!r}")
+    return value
+
+
+def _parse_data_file(value: str) -> str:
+    if not value.strip() or not value.lower().endswith(_DATA_SUFFIXES):
+        raise OptionValueError(
+            f"expected a dataset file ending in .pt (a dict of tensors) or .jsonl (one example "
+            f"per line), got {value!r}"
+        )
+    return value
+
+
+def _parse_run_id(value: str) -> int:
+    if not _RUN_ID.match(value.strip()):
+        raise OptionValueError(
+            f"expected a run id of the experiment database (a positive integer), got {value!r}"
+        )
+    return int(value)
+
+
+def _parse_profile_spec(value: str) -> str:
+    text = value.strip()
+    if _PROFILE_SPEC.match(text) or text.lower().endswith(".json"):
+        return text
+    raise OptionValueError(
+        f"expected a profile file (path/to/profile.json), a run id (RUN_ID, its profile "
+        f"'dataset_profile') or RUN_ID:NAME, got {value!r}"
+    )
+
+
+def _parse_fraction(value: str) -> float:
+    try:
+        fraction = float(value)
+    except ValueError:
+        raise OptionValueError(f"expected a fraction such as 0.1, got {value!r}") from None
+    if not 0 <= fraction < 1:
+        raise OptionValueError(f"expected a fraction from 0 to 1 (exclusive), got {value!r}")
+    return fraction
+
+
+def _parse_alpha(value: str) -> float:
+    try:
+        alpha = float(value)
+    except ValueError:
+        raise OptionValueError(
+            f"expected a significance level such as 0.05, got {value!r}"
+        ) from None
+    if not 0 < alpha < 1:
+        raise OptionValueError(f"expected a significance level between 0 and 1, got {value!r}")
+    return alpha
+
+
+# -- tier 3/5 storage parsers ---------------------------------------------------------------
+
+
+def _parse_db_path(value: str) -> str:
+    text = value.strip()
+    if not text or text == ":memory:" or text.startswith("file::memory:"):
+        raise OptionValueError(
+            f"expected the path of a SQLite file (for example experiments.db), got {value!r}"
+        )
+    if text.endswith(("/", os.sep)):
+        raise OptionValueError(f"expected a file path, not a directory, got {value!r}")
+    return text
 
 
 @dataclass(frozen=True)
@@ -232,6 +348,151 @@ OPTIONS: tuple[Option, ...] = (
         "fail the session when the health score is below SCORE (0-100)",
         metavar="SCORE",
         parse=_parse_score,
+    ),
+    # -- tier 5: evaluation, baseline regression, drift ----------------------------------------
+    Option(
+        ("--eval-data",),
+        "modeltiers_eval_data",
+        "held-out data for test_eval_metrics and test_baseline_regression: a .pt dict of tensors "
+        "or a .jsonl file in the raw batch layout (default: the task's shipped test split)",
+        metavar="PATH",
+        parse=_parse_data_file,
+    ),
+    Option(
+        ("--eval-config",),
+        "modeltiers_eval_config",
+        "EvalConfig JSON for tier 5 (dataset_id, split, max_eval_examples, batch_size, "
+        "max_seq_length, ...): which shipped split or file, how many examples, how batched "
+        "(default: the whole test split, batches of 16)",
+        metavar="PATH",
+        parse=_parse_json_file,
+    ),
+    Option(
+        ("--current-data",),
+        "modeltiers_current_data",
+        "data to check for drift against the reference profile: .pt or .jsonl "
+        "(default: the task's shipped test split)",
+        metavar="PATH",
+        parse=_parse_data_file,
+    ),
+    Option(
+        ("--baseline-run",),
+        "modeltiers_baseline_run",
+        "experiment-database run whose checkpoint test_baseline_regression compares the model "
+        "with (needs --experiment-db)",
+        metavar="RUN_ID",
+        parse=_parse_run_id,
+    ),
+    Option(
+        ("--reference-profile",),
+        "modeltiers_reference_profile",
+        "reference profile for the drift tests: profile.json, or RUN_ID[:NAME] of the "
+        "experiment database (default name dataset_profile)",
+        metavar="RUN_ID|FILE",
+        parse=_parse_profile_spec,
+    ),
+    Option(
+        ("--regression-tolerance",),
+        "modeltiers_regression_tolerance",
+        "relative change of the primary metric that test_baseline_regression tolerates "
+        "(default 0.1)",
+        metavar="FRACTION",
+        parse=_parse_fraction,
+        default=0.1,
+    ),
+    Option(
+        ("--drift-alpha",),
+        "modeltiers_drift_alpha",
+        "significance level of the drift tests before the Bonferroni correction (default 0.05)",
+        metavar="ALPHA",
+        parse=_parse_alpha,
+        default=0.05,
+    ),
+    Option(
+        ("--model-registry",),
+        "modeltiers_registry",
+        "model registry (SQLite file): its 'production' model is the baseline of "
+        "test_baseline_regression when --baseline-run is not given, and of the retraining "
+        "triggers",
+        metavar="PATH",
+    ),
+    Option(
+        ("--retraining-policy",),
+        "modeltiers_retraining_policy",
+        "retraining triggers evaluated by test_retraining_triggers: a preset (conservative, "
+        "balanced, aggressive) or a JSON policy file (default: balanced)",
+        metavar="PRESET|FILE",
+        default="balanced",
+    ),
+    Option(
+        ("--retraining-gate",),
+        "modeltiers_retraining_gate",
+        "severity at which test_retraining_triggers fails: info, warning or critical "
+        "(default: the policy's gate, critical unless the policy says otherwise)",
+        metavar="SEVERITY",
+        parse=_parse_gate,
+    ),
+    # -- tier 3/5 storage ----------------------------------------------------------------------
+    Option(
+        ("--experiment-db",),
+        "modeltiers_experiment_db",
+        "experiment database (SQLite file, created if missing) where test_training_run logs its "
+        "run and the tier 5 tests find baselines (default: a file in the session's temp dir)",
+        metavar="PATH",
+        parse=_parse_db_path,
+    ),
+    # -- tier 4: export --------------------------------------------------------------------
+    Option(
+        ("--export-formats",),
+        "modeltiers_export_formats",
+        "comma-separated export formats of tier 4: onnx, torch_export, torchscript (legacy), "
+        "pytorch (default onnx,torch_export,pytorch)",
+        metavar="LIST",
+        parse=_parse_export_formats,
+        default=("onnx", "torch_export", "pytorch"),
+    ),
+    Option(
+        ("--export-dir",),
+        "modeltiers_export_dir",
+        "directory for tier 4 artifacts, one subdirectory per model (default: pytest's "
+        "temporary directory)",
+        metavar="DIR",
+    ),
+    Option(
+        ("--export-tolerance",),
+        "modeltiers_export_tolerance",
+        "parity tolerance FORMAT[.DTYPE]=ATOL,RTOL[,MAX_MISMATCH_FRACTION[,MIN_TOP1]], e.g. "
+        "onnx=1e-4,1e-3 or quantized=0.1,0.1,0.01,0.9; repeatable; overrides pyproject.toml "
+        "[tool.modeltiers.tolerance]",
+        metavar="SPEC",
+        multiple=True,
+        parse=_parse_export_tolerance,
+    ),
+    Option(
+        ("--export-quantization",),
+        "modeltiers_export_quantization",
+        "int8 model of test_quantized_parity: dynamic (Linear weights), static (calibrated on "
+        "the task's data) or none (default dynamic)",
+        metavar="MODE",
+        parse=_choice(("dynamic", "static", "none")),
+        default="dynamic",
+    ),
+    Option(
+        ("--export-onnx-exporter",),
+        "modeltiers_export_onnx_exporter",
+        "ONNX exporter: dynamo (torch.onnx.export(dynamo=True)) or legacy (TorchScript-based) "
+        "(default dynamo)",
+        metavar="NAME",
+        parse=_choice(("dynamo", "legacy")),
+        default="dynamo",
+    ),
+    Option(
+        ("--export-latency-budget",),
+        "modeltiers_export_latency_budget",
+        "fail test_export_latency when an artifact's median latency exceeds MS milliseconds "
+        "(default: report only)",
+        metavar="MS",
+        parse=_parse_budget,
     ),
 )
 

@@ -228,11 +228,11 @@ def _export(block: Any, base: Path, errors: list[str]) -> dict[str, Any]:
                         f"known: {', '.join(_FORMATS)}"
                     )
             result["formats"] = list(formats)
-    quantization = block.get("quantization")
-    if quantization is not None:
-        message = choice_rule("export.quantization", ("dynamic", "static"), optional=True)(
-            quantization
-        )
+    if "quantization" in block:
+        # The guide's null means "no quantization"; the plugin's own default is dynamic.
+        quantization = block["quantization"] or "none"
+        rule = choice_rule("export.quantization", ("dynamic", "static", "none"), optional=True)
+        message = rule(quantization)
         if message:
             errors.append(message)
         result["quantization"] = quantization

@@ -10,17 +10,27 @@ from pathlib import Path
 # re-importing hypothesis and this package in every run costs seconds of assertion rewriting,
 # so what model loading imports is imported here, before any in-process run.
 import hypothesis
+import onnx  # noqa: F401  (tier 4: pybind11 extensions cannot be imported a second time)
+import onnxruntime  # noqa: F401
 import pytest
+import safetensors.torch  # noqa: F401
 import torch
-import torch._dynamo  # noqa: F401  (registers torch ops once; a model may reach it in a run)
+import torch._dynamo  # (registers torch ops once; a model may reach it in a run)
 
 import pytest_modeltiers.checks.tier1
 import pytest_modeltiers.checks.tier3
+import pytest_modeltiers.checks.tier3_run
+import pytest_modeltiers.checks.tier4
+import pytest_modeltiers.datasets
 import pytest_modeltiers.models.loader
 import pytest_modeltiers.profiles
 import pytest_modeltiers.strategies
 import pytest_modeltiers.suites.tier1
-import pytest_modeltiers.suites.tier3  # noqa: F401
+import pytest_modeltiers.suites.tier3
+import pytest_modeltiers.suites.tier4  # (tier 4: export; onnx & co. are pre-imported below)
+import pytest_modeltiers.suites.tier5  # (tier 5: evaluation, profiles, drift)
+import pytest_modeltiers.training.lightning_module  # Lightning itself: seconds to import
+import pytest_modeltiers.training.run  # noqa: F401
 from pytest_modeltiers.threads import share_cpus_between_workers
 
 # The machines are shared and noisy: a per-example deadline would turn load into flaky failures.
@@ -38,3 +48,50 @@ def loader_models(pytester: pytest.Pytester) -> Path:
     """The loader fixture models (``fixtures/models``) copied into the pytester directory."""
     pytester.copy_example("models")
     return pytester.path
+
+
+@pytest.fixture(scope="session")
+def exporters_warmed_up(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Run every exporter once in this process, outside any in-process pytester run.
+
+    The exporters import dozens of modules on first use (onnxscript's op library, torch.onnx
+    and torch.export internals, quantized kernels); imported inside a pytester run they would be
+    dropped at its end and imported again by the next. Tier 4 tests that run the suite
+    in-process request this fixture first.
+    """
+    from torch import nn
+
+    from pytest_modeltiers.config.task_spec import TaskSpec
+    from pytest_modeltiers.export.exporters import export_all
+    from pytest_modeltiers.models.adapters import get_adapter
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(8, 4)
+            self.head = nn.Linear(4, 8)
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.head(self.emb(input_ids))
+
+    task = TaskSpec(
+        "warmup", "lm", input_fields=["input_ids"], input_schema={"vocab_size": 8, "max_seq_len": 8}
+    )
+    folder = tmp_path_factory.mktemp("exporters-warmup")
+    formats = ["onnx", "torch_export", "torchscript", "pytorch"]
+    run = export_all(Tiny().eval(), get_adapter(task), task, folder, formats, "dynamic")
+    assert not run.failures, run.failures
+    from pytest_modeltiers.export.runtime import load_artifact
+
+    for fmt, artifact in run.artifacts.items():
+        load_artifact(
+            fmt, artifact.path, run.signature, adapter=get_adapter(task), model_factory=Tiny
+        )
+    # Static int8 (FX) registers its own operator library on first use.
+    from pytest_modeltiers.config.task_spec import get_builtin_task
+    from pytest_modeltiers.export.quantization import quantize_model
+
+    vision = get_builtin_task("vision_tiny")
+    cnn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(4))
+    cnn(torch.zeros(1, 3, 32, 32))
+    quantize_model(cnn.eval(), get_adapter(vision), vision, "static", calibration_examples=4)

@@ -132,3 +132,19 @@ def test_invalid_json_and_a_model_that_cannot_load_exit_2(
     assert main(["run-tiers", "--config", _config(workdir, {"model_file": "broken.py"})]) == 2
     err = capsys.readouterr().err
     assert "pytest could not run tier 1 (exit code 4)" in err and "no model here" in err
+
+
+@pytest.mark.slow
+def test_tier4_from_the_guides_export_config(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The guide's config: torchscript, onnx and pytorch, no quantization, exports/lm_tiny."""
+    assert main(["run-tiers", "--config", "configs/example_tiers_export.json", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    formats = summary["tier4"]["formats"]
+    assert set(formats) == {"torchscript", "onnx", "pytorch"}
+    assert formats["onnx"]["status"] == "ok" and formats["onnx"]["max_abs_diff"] < 1e-3
+    # tiny_gpt's length guard is frozen by the legacy trace: an honest warning, not a pass.
+    assert formats["torchscript"]["status"] == "warn" and summary["status"] == "warn"
+    assert Path(summary["export"]["onnx"]).is_relative_to(workdir / "exports" / "lm_tiny")
+    assert summary["checks"]["test_quantized_parity"]["status"] == "skipped"

@@ -1,4 +1,4 @@
-"""Stores: the experiment database (and, later, the model registry), SQLite files.
+"""Stores: the experiment database and the model registry, SQLite files.
 
 PYTEST_DONT_REWRITE
 
@@ -14,13 +14,32 @@ from pytest_modeltiers.store.experiment_db import (
     MetricNotFoundError,
     RunNotFoundError,
 )
+from pytest_modeltiers.store.metric_names import MetricNameError, canonical_metric_name
+from pytest_modeltiers.store.model_registry import (
+    MODEL_STATUSES,
+    STAGE_ALIASES,
+    CheckpointNotFoundError,
+    DuplicateModelError,
+    LineageError,
+    ModelNotFoundError,
+    ModelRegistry,
+)
 from pytest_modeltiers.store.sqlite_base import StoreError, StoreFileError
 
 __all__ = [
+    "MODEL_STATUSES",
     "RUN_STATUSES",
+    "STAGE_ALIASES",
+    "CheckpointNotFoundError",
+    "DuplicateModelError",
     "ExperimentDB",
+    "LineageError",
+    "MetricNameError",
     "MetricNotFoundError",
+    "ModelNotFoundError",
+    "ModelRegistry",
     "RunNotFoundError",
     "StoreError",
     "StoreFileError",
+    "canonical_metric_name",
 ]

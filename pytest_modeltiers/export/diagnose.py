@@ -1,0 +1,335 @@
+"""An exporter's failure as one actionable cause, pointing at the user's file and line.
+
+PYTEST_DONT_REWRITE
+
+``torch.export`` and the ONNX exporter fail with pages of graph dumps and internal frames; the
+user needs three things: what kind of problem it is, where in *their* code, and the fix. This
+module recognises the common kinds:
+
+- data-dependent control flow (``if tensor.sum() > 0``, ``bool(x)``, ``.item()`` in a branch),
+  located by the exporter's "The following call raised this error" frame;
+- a dynamic dimension specialised to a constant (``int(x.shape[1])``, ``torch.tensor(list)``),
+  located by the guard the shape environment logged when it happened;
+- a dimension that only works in a narrower range than the task allows;
+- an operator the exporter cannot convert;
+- a timeout.
+
+Anything else is reported as its exception type and first line, with the innermost frame of
+user code. ``ExporterLog`` captures torch's loggers while an exporter runs, both to find guard
+locations and to keep their output out of the test log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import linecache
+import logging
+import os
+import re
+import sysconfig
+import traceback
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ExportFailure", "ExporterLog", "explain_export_error", "quiet_exporter", "user_frame"]
+
+_LIBRARY_ROOTS = tuple(
+    {
+        os.path.realpath(p)
+        for p in (
+            sysconfig.get_paths().get("purelib"),
+            sysconfig.get_paths().get("platlib"),
+            sysconfig.get_paths().get("stdlib"),
+            str(Path(__file__).resolve().parents[1]),
+        )
+        if p
+    }
+)
+_MAX_CAUSE = 600
+_RAISED_AT = re.compile(
+    r'The following call raised this error:\s*\n\s*File "(?P<file>[^"]+)", line (?P<line>\d+), '
+    r"in (?P<func>\S+)"
+)
+_SPECIALIZED = re.compile(
+    r"You marked (?P<axis>\w+) as dynamic but your code specialized it to be a constant "
+    r"\((?P<value>-?\d+)\)"
+)
+_NARROWER = re.compile(r"Not all values of (?P<axis>\w+) in the specified range (?P<rest>[^\n]*)")
+_GUARD_EQ = re.compile(r"^Eq\((?P<symbol>s\d+), (?P<value>-?\d+)\)$")
+_UNSUPPORTED = re.compile(
+    r"(?:No decompositions registered for|Unsupported FX nodes?|not supported|"
+    r"Cannot find symbolic function for|Exporting the operator) ?:?\s*(?P<what>[^\n]*)",
+    re.IGNORECASE,
+)
+
+
+def is_user_file(filename: str) -> bool:
+    """True for a file outside the standard library, site-packages and this package."""
+    if not filename or filename.startswith("<"):
+        return False
+    real = os.path.realpath(filename)
+    return not any(real == root or real.startswith(root + os.sep) for root in _LIBRARY_ROOTS)
+
+
+def describe_location(filename: str, line: int, func: str | None = None) -> str:
+    """``"model.py:12 in forward: `if x.sum() > 0:`"`` (the source line when readable)."""
+    text = f"{filename}:{line}"
+    if func:
+        text += f" in {func}"
+    source = linecache.getline(filename, line).strip()
+    if source:
+        text += f": `{source}`"
+    return text
+
+
+def user_frame(exc: BaseException) -> str | None:
+    """The innermost frame of user code in ``exc``'s traceback chain, described."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    found: str | None = None
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for frame in traceback.extract_tb(current.__traceback__):
+            if is_user_file(frame.filename) and frame.lineno is not None:
+                found = describe_location(frame.filename, frame.lineno, frame.name)
+        current = current.__cause__ or current.__context__
+    return found
+
+
+@dataclass
+class ExporterLog:
+    """Log records of torch's loggers while an exporter runs, captured instead of printed.
+
+    ``guards`` are ``(expression, location)`` pairs of shape guards added in user code; the
+    location of a guard like ``Eq(s70, 8)`` is where a dynamic size became a constant.
+    """
+
+    records: list[logging.LogRecord] = field(default_factory=list)
+    output: io.StringIO = field(default_factory=io.StringIO)
+
+    @property
+    def guards(self) -> list[tuple[str, str]]:
+        found = []
+        for record in self.records:
+            if "[guard added]" not in str(record.msg) or not isinstance(record.args, tuple):
+                continue
+            if len(record.args) < 3:
+                continue
+            expression, where = str(record.args[1]), _guard_location(record.args[2])
+            if where is not None:
+                found.append((expression, where))
+        return found
+
+    def specialization(self, value: int | None = None) -> str | None:
+        """Where a size was fixed to ``value`` (any constant when None), or None."""
+        for expression, where in self.guards:
+            match = _GUARD_EQ.match(expression)
+            if match and (value is None or int(match["value"]) == value):
+                return where
+        return None
+
+    def messages(self, limit: int = 10) -> list[str]:
+        """The last warning-or-worse messages (for the failure's details)."""
+        texts = []
+        for record in self.records:
+            if record.levelno >= logging.WARNING:
+                with contextlib.suppress(Exception):
+                    texts.append(record.getMessage()[:300])
+        return texts[-limit:]
+
+
+def _guard_location(sloc: Any) -> str | None:
+    """The user frame of a guard's source location (torch's ``SLoc`` or a plain string)."""
+    for attribute in ("maybe_user_loc", "framework_loc"):
+        frame = getattr(sloc, attribute, None)
+        filename = getattr(frame, "filename", None)
+        lineno = getattr(frame, "lineno", None)
+        if filename and lineno and is_user_file(filename):
+            return describe_location(filename, int(lineno), getattr(frame, "name", None))
+    return None
+
+
+class _Capture(logging.Handler):
+    def __init__(self, log: ExporterLog) -> None:
+        super().__init__(logging.DEBUG)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.log.records.append(record)
+
+
+_CAPTURED_LEVELS = {"torch.fx.experimental.symbolic_shapes": logging.INFO}
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[ExporterLog]:
+    """Capture torch's and onnxscript's log records, printed output and warnings while exporting.
+
+    ``torch.export`` prints whole graphs to stderr when it fails, and the ONNX exporter prints
+    its progress to stdout; both go to ``ExporterLog.output`` instead of the test log.
+    Loggers are restored afterwards (handlers, level, propagation). Warnings raised by the
+    exporters (deprecations, TracerWarnings) are recorded, not raised: a project that turns
+    warnings into errors must not have its export fail on torch's own deprecation notices.
+    The TorchScript exporter reads TracerWarnings from ``warnings.catch_warnings`` itself.
+    """
+    log = ExporterLog()
+    handler = _Capture(log)
+    saved: list[tuple[logging.Logger, list[logging.Handler], int, bool]] = []
+    names = [
+        name
+        for name, logger in list(logging.Logger.manager.loggerDict.items())
+        if isinstance(logger, logging.Logger)
+        and name.split(".")[0] in ("torch", "onnxscript", "onnx_ir")
+        and (logger.handlers or name in _CAPTURED_LEVELS or "." not in name)
+    ]
+    names.extend(n for n in _CAPTURED_LEVELS if n not in names)
+    for name in names:
+        logger = logging.getLogger(name)
+        saved.append((logger, list(logger.handlers), logger.level, logger.propagate))
+        logger.handlers = [handler]
+        logger.propagate = False
+        if name in _CAPTURED_LEVELS:
+            logger.setLevel(_CAPTURED_LEVELS[name])
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(log.output),
+            contextlib.redirect_stderr(log.output),
+        ):
+            warnings.simplefilter("ignore")
+            yield log
+    finally:
+        for logger, handlers, level, propagate in saved:
+            logger.handlers = handlers
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+
+@dataclass(frozen=True)
+class ExportFailure:
+    """One export failure: its kind, a cause that says what and how to fix, and where."""
+
+    kind: str
+    cause: str
+    location: str | None
+    exception: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "cause": self.cause,
+            "location": self.location,
+            "exception": self.exception,
+        }
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _first_lines(text: str, limit: int = _MAX_CAUSE) -> str:
+    """The first meaningful line of an exception text; for the ONNX exporter's report, the
+    line after its "## Exception summary" heading (the underlying error)."""
+    text = _ANSI.sub("", text)
+    _, sep, tail = text.partition("## Exception summary")
+    if sep:
+        text = tail
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
+def _summary(exc: BaseException) -> str:
+    """The exception chain's text (the ONNX exporter wraps torch.export's error)."""
+    parts, seen = [], set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(f"{type(current).__name__}: {current}")
+        current = current.__cause__ or current.__context__
+    return "\n".join(parts)
+
+
+def explain_export_error(
+    exc: BaseException, fmt: str, log: ExporterLog | None = None
+) -> ExportFailure:
+    """Classify ``exc`` raised while exporting ``fmt`` (see the module docstring)."""
+    text = _ANSI.sub("", _summary(exc))
+    exception = f"{type(exc).__name__}: {_first_lines(str(exc))}"
+    log = log or ExporterLog()
+    where = _RAISED_AT.search(text)
+    raised_at = (
+        describe_location(where["file"], int(where["line"]), where["func"])
+        if where and is_user_file(where["file"])
+        else None
+    )
+    if "timed out after" in text and type(exc).__name__ == "ModelTimeoutError":
+        return ExportFailure(
+            "timeout",
+            f"{exc}; raise --modeltiers-timeout if the model is large, or export fewer "
+            "formats with --export-formats",
+            None,
+            exception,
+        )
+    if "data-dependent" in text or "GuardOnDataDependentSymNode" in text:
+        location = raised_at or log.specialization() or user_frame(exc)
+        at = f" at {location}" if location else ""
+        return ExportFailure(
+            "data_dependent_control_flow",
+            f"data-dependent control flow{at}: the code branches on (or reads) the value of a "
+            "tensor, which an exported graph cannot do; the artifact would follow one branch "
+            "for every input. Compute both branches and select with torch.where, use "
+            "torch.cond, or decide from shapes only.",
+            location,
+            exception,
+        )
+    special = _SPECIALIZED.search(text)
+    if special is not None:
+        axis, value = special["axis"], int(special["value"])
+        location = log.specialization(value) or raised_at or user_frame(exc)
+        at = f" at {location}" if location else ""
+        return ExportFailure(
+            "specialized_dimension",
+            f"the {axis} dimension was fixed to the constant {value}{at}: the code turns the "
+            "size into a Python number (int(x.shape[1]), .item(), .tolist(), torch.tensor of a "
+            "Python list, range(len(...))), so the artifact would only accept that size. Keep "
+            "sizes symbolic: build positions with torch.arange(x.shape[1]) and index with "
+            "tensors.",
+            location,
+            exception,
+        )
+    narrower = _NARROWER.search(text)
+    if narrower is not None:
+        location = raised_at or user_frame(exc)
+        at = f" (guard added at {location})" if location else ""
+        return ExportFailure(
+            "constrained_dimension",
+            f"the {narrower['axis']} dimension only works in a narrower range than the task "
+            f"allows{at}: {_first_lines(narrower['rest'], 300)}. Make the model accept every "
+            "size up to the task's maximum, or lower the task's max_seq_len.",
+            location,
+            exception,
+        )
+    unsupported = _UNSUPPORTED.search(text)
+    if unsupported is not None:
+        location = raised_at or user_frame(exc)
+        at = f" (called at {location})" if location else ""
+        return ExportFailure(
+            "unsupported_operator",
+            f"the {fmt} exporter cannot convert an operator{at}: "
+            f"{_first_lines(unsupported.group(0), 300)}. Replace the operation with a "
+            "supported one, or leave this format out with --export-formats.",
+            location,
+            exception,
+        )
+    location = raised_at or user_frame(exc)
+    at = f" at {location}" if location else ""
+    return ExportFailure(
+        "exception",
+        f"the exporter raised {exception}{at}",
+        location,
+        exception,
+    )
