@@ -29,6 +29,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_plugin_overhead.py
 	$(BIN)/python benchmarks/bench_tier1.py --runs 5
+	$(BIN)/python benchmarks/bench_tier3.py --runs 5
+	$(BIN)/python benchmarks/bench_tier4.py --runs 5
+	$(BIN)/python benchmarks/bench_drift.py --runs 7
 
 clean:
 	rm -rf $(VENV) reports build *.egg-info
