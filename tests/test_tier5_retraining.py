@@ -97,3 +97,30 @@ def test_a_bad_policy_is_an_error_that_names_the_fix(pytester: pytest.Pytester) 
     bad_gate = pytester.runpytest("--model", model, "--retraining-gate", "loud")
     assert bad_gate.ret == pytest.ExitCode.USAGE_ERROR
     bad_gate.stderr.fnmatch_lines(["*--retraining-gate: expected one of info, warning, critical*"])
+
+
+def test_the_registrys_production_model_is_the_baseline_without_a_run(
+    pytester: pytest.Pytester,
+) -> None:
+    """--model-registry: the production alias's checkpoint is re-evaluated as the baseline, and
+    its metrics feed the performance trigger; without a production model the test skips."""
+    from pytest_modeltiers.store.model_registry import ModelRegistry
+
+    model, _ = _setup(pytester)
+    spec = load_model(LoadRequest(spec=str(pytester.path / model), rootdir=pytester.path))
+    torch.save(spec.new_model().state_dict(), pytester.path / "prod.pt")
+    registry = ModelRegistry(pytester.path / "models.db")
+    args = ["--model", model, "-m", "tier5", "-k", "regression", "--model-registry", "models.db"]
+    empty = pytester.runpytest(*args, "-rs")
+    empty.assert_outcomes(skipped=1)
+    empty.stdout.fnmatch_lines(["*no baseline to compare with*production alias*"])
+
+    model_id = registry.register_model(
+        "tiny_gpt", "1.0.0", pytester.path / "prod.pt", "language_modeling", "cfg-1"
+    )
+    registry.promote_model(model_id, "production")
+    result = pytester.runpytest(*args, "--modeltiers-report", "health.json")
+    result.assert_outcomes(passed=1)
+    health = json.loads((pytester.path / "health.json").read_text())
+    check = health["checks"][0]
+    assert "registry production model tiny_gpt 1.0.0" in check["message"]
