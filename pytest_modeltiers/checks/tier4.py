@@ -136,6 +136,16 @@ def check_export(outcome: ExportOutcome) -> CheckResult:
         summary += (
             f"; opset {opset}, {artifact.details.get('num_nodes')} nodes, dynamic dims symbolic"
         )
+    if artifact.details.get("fallback") == "legacy":
+        return CheckResult.warning(
+            name,
+            TIER,
+            f"{summary}; exported with the TorchScript-based ONNX exporter because the dynamo "
+            f"exporter failed ({artifact.details.get('dynamo_error')}). The older exporter can "
+            f"bake input sizes into the graph: test_export_parity[onnx] sweeps other shapes.",
+            details,
+            duration_seconds=seconds,
+        )
     if artifact.warnings:
         return CheckResult.warning(
             name,

@@ -488,21 +488,58 @@ def export_format(
     """Export ``model`` to ``fmt`` in ``directory``; ``ExportError`` with the cause."""
     format_info(fmt)
     if fmt == "onnx":
-        return export_onnx(
-            model,
-            adapter,
-            signature,
-            tensors,
-            directory,
-            program=program,
-            exporter=onnx_exporter,
-            opset=opset,
-        )
+        try:
+            return export_onnx(
+                model,
+                adapter,
+                signature,
+                tensors,
+                directory,
+                program=program,
+                exporter=onnx_exporter,
+                opset=opset,
+            )
+        except ExportError as dynamo_error:
+            if onnx_exporter != "dynamo" or dynamo_error.location is not None:
+                raise  # a cause in the user's own code (a value branch, a fixed size) stands
+            return _legacy_onnx_fallback(
+                model, adapter, signature, tensors, directory, opset, dynamo_error
+            )
     if fmt == "torch_export":
         return export_torch_export(model, adapter, signature, tensors, directory, program=program)
     if fmt == "torchscript":
         return export_torchscript(model, adapter, signature, tensors, directory)
     return export_state_dict(model, signature, directory)
+
+
+def _legacy_onnx_fallback(
+    model: nn.Module,
+    adapter: TaskAdapter,
+    signature: ExportSignature,
+    tensors: Sequence[torch.Tensor],
+    directory: Path,
+    opset: int | None,
+    dynamo_error: ExportError,
+) -> ExportedArtifact:
+    """The TorchScript-based exporter, when the dynamo exporter failed on this model.
+
+    Some models the dynamo exporter cannot convert yet (torch 2.13 fails on Hugging Face T5's
+    attention views) export fine the older way. Only failures inside the exporter fall back: a
+    cause the exporter located in the user's code (data-dependent control flow, a size fixed
+    from a Python int) is a bug to fix, reported as is. The artifact records why (``details["fallback"]``
+    and the dynamo error), ``test_export[onnx]`` reports it as a warning, and the shape sweep of
+    ``test_export_parity[onnx]`` catches a size the older exporter baked into the graph. When
+    both fail, the dynamo exporter's cause is the one raised.
+    """
+    try:
+        artifact = export_onnx(
+            model, adapter, signature, tensors, directory, exporter="legacy", opset=opset
+        )
+    except ExportError:
+        raise dynamo_error from None
+    artifact.details["fallback"] = "legacy"
+    artifact.details["dynamo_error"] = str(dynamo_error)
+    return artifact
 
 
 # --------------------------------------------------------------------------- metadata
