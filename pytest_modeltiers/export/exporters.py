@@ -526,10 +526,10 @@ def _legacy_onnx_fallback(
     Some models the dynamo exporter cannot convert yet (torch 2.13 fails on Hugging Face T5's
     attention views) export fine the older way. Only failures inside the exporter fall back: a
     cause the exporter located in the user's code (data-dependent control flow, a size fixed
-    from a Python int) is a bug to fix, reported as is. The artifact records why (``details["fallback"]``
-    and the dynamo error), ``test_export[onnx]`` reports it as a warning, and the shape sweep of
-    ``test_export_parity[onnx]`` catches a size the older exporter baked into the graph. When
-    both fail, the dynamo exporter's cause is the one raised.
+    from a Python int) is a bug to fix, reported as is. The artifact records why
+    (``details["fallback"]`` and the dynamo error), ``test_export[onnx]`` reports it as a
+    warning, and the shape sweep of ``test_export_parity[onnx]`` catches a size the older
+    exporter baked into the graph. When both fail, the dynamo exporter's cause is raised.
     """
     try:
         artifact = export_onnx(
