@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 # Pytester's in-process runs restore ``sys.modules`` afterwards, dropping modules first imported
@@ -95,3 +96,14 @@ def exporters_warmed_up(tmp_path_factory: pytest.TempPathFactory) -> None:
     cnn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(4))
     cnn(torch.zeros(1, 3, 32, 32))
     quantize_model(cnn.eval(), get_adapter(vision), vision, "static", calibration_examples=4)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory holding the example models and configs, as the README's commands
+    assume (the CLI tests run there)."""
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copytree(repo / "example_models", tmp_path / "example_models")
+    shutil.copytree(repo / "configs", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

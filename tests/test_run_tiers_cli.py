@@ -14,15 +14,6 @@ from pytest_modeltiers.cli import main
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A working directory holding the example models and configs, as in the README."""
-    shutil.copytree(REPO / "example_models", tmp_path / "example_models")
-    shutil.copytree(REPO / "configs", tmp_path / "configs")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def _config(workdir: Path, data: dict[str, Any]) -> str:
     path = workdir / "run.json"
     path.write_text(json.dumps(data))

@@ -18,15 +18,6 @@ from pytest_modeltiers.store.experiment_db import ExperimentDB
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A working directory holding the example models and configs, as in the README."""
-    shutil.copytree(REPO / "example_models", tmp_path / "example_models")
-    shutil.copytree(REPO / "configs", tmp_path / "configs")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def write_config(path: Path, **overrides: Any) -> Path:
     data = json.loads((REPO / "configs" / "example_train.json").read_text())
     data.update(overrides)
