@@ -18,19 +18,28 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_text"]
 
 #: Mode of a newly created file (``mkstemp`` would leave 0600, unreadable to CI artifact steps).
 NEW_FILE_MODE = 0o644
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically and return the path.
+    """Write ``text`` (UTF-8) to ``path`` atomically and return the path."""
+    data = text.encode("utf-8")
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
+    """Let ``write`` fill a temporary file next to ``path``, then move it into place atomically.
 
     Missing parent directories are created. An existing file keeps its permission bits; a new
-    one gets ``NEW_FILE_MODE``.
+    one gets ``NEW_FILE_MODE``. If ``write`` raises, nothing is left behind and ``path`` is
+    untouched.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -38,11 +47,10 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
         mode = stat.S_IMODE(target.stat().st_mode)
     except FileNotFoundError:
         mode = NEW_FILE_MODE
-    data = text.encode("utf-8")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp_name, mode)

@@ -16,8 +16,6 @@ production model) and writes the report next to the health report.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections.abc import Sized
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from typing import Any
 import pytest
 import torch
 
+from pytest_modeltiers.atomic import atomic_write
 from pytest_modeltiers.checks import tier5
 from pytest_modeltiers.config._util import read_json_object
 from pytest_modeltiers.config.eval_config import EvalConfig
@@ -194,17 +193,8 @@ class Tier5State:
 
 def _save_weights(model: torch.nn.Module, directory: Path, run_id: int) -> Path:
     """The model's state dict (tensors only: ``weights_only=True`` loads it), written atomically."""
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"tier5-run-{run_id}.pt"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return atomic_write(directory / f"tier5-run-{run_id}.pt", lambda f: torch.save(weights, f))
 
 
 @pytest.fixture(scope="session")
