@@ -145,6 +145,31 @@ def test_preserved_model_restores_after_an_exception() -> None:
     assert model.training and model[1].training
 
 
+class _CountsTrainCalls(nn.Sequential):
+    """Keeps its BatchNorm frozen in train mode, as fine-tuning code often does."""
+
+    calls = 0
+
+    def train(self, mode: bool = True) -> _CountsTrainCalls:
+        type(self).calls += 1
+        super().train(mode)
+        self[1].eval()
+        return self
+
+
+def test_preserved_model_switches_mode_only_when_needed_and_restores_every_flag() -> None:
+    model = _CountsTrainCalls(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    model.eval()
+    _CountsTrainCalls.calls = 0
+    with preserved_model(model, training=False):
+        pass
+    assert _CountsTrainCalls.calls == 0  # already in eval mode: nothing to switch
+    with preserved_model(model, training=True):
+        assert model.training and not model[1].training  # the user's train() decided
+    assert _CountsTrainCalls.calls == 1
+    assert [m.training for m in model.modules()] == [False, False, False]
+
+
 # --------------------------------------------------------------------------- shape robustness
 
 

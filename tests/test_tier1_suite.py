@@ -344,3 +344,25 @@ def test_max_batch_size_bounds_the_drawn_batches(pytester: pytest.Pytester) -> N
     result.assert_outcomes(passed=1)
     check = _report(pytester.path / "h.json")["checks"][0]
     assert "pixel_values[3,3,32,32]" in check["message"]
+
+
+@pytest.mark.parametrize(
+    ("max_seq_len", "max_batch"), [(64, 8), (8, 8), (4, 8), (1, 8), (9, 2), (3, 1)]
+)
+def test_the_shape_sweep_covers_every_batch_size_and_every_length(
+    max_seq_len: int, max_batch: int
+) -> None:
+    """Each batch size and each length at least once; batch and length never equal for B > 1
+    (a model that swaps the two dimensions would pass there)."""
+    import dataclasses
+
+    from pytest_modeltiers.config.task_spec import get_builtin_task
+    from pytest_modeltiers.suites.tier1 import _shape_sweep
+
+    base = get_builtin_task("lm_tiny")
+    schema = {**base.input_schema, "vocab_size": 50, "max_seq_len": max_seq_len}
+    task = dataclasses.replace(base, input_schema=schema)
+    shapes = [tuple(b["input_ids"].shape) for b in _shape_sweep(task, max_batch)]
+    assert {size for size, _ in shapes} == set(range(1, max_batch + 1))
+    assert {length for _, length in shapes} == set(range(1, max_seq_len + 1))
+    assert all(size != length for size, length in shapes if size > 1)

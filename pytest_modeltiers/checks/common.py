@@ -26,24 +26,47 @@ def preserved_model(model: nn.Module, *, training: bool | None = None) -> Iterat
     overridden ``train()`` cannot interfere), every buffer's value (a train-mode forward updates
     BatchNorm running statistics) and the CPU and CUDA RNG states (dropout consumes them), so a
     check neither changes the model nor shifts the user's random stream.
+
+    Checks call this once per example, hundreds of times a session, so it does no work it can
+    prove unneeded: ``model.train(training)`` is called only when some module is in the other
+    mode, and CUDA states are saved only when CUDA is initialised (before that, no tensor can
+    live there and no CUDA generator has been used).
     """
-    modes = [(module, module.training) for module in model.modules()]
-    buffers = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
-    devices = sorted(
-        {t.device.index or 0 for t in (*model.parameters(), *model.buffers()) if t.is_cuda}
-    )
+    modules = list(model.modules())
+    modes = [module.training for module in modules]
+    buffers = [
+        (buffer, buffer.detach().clone())
+        for module in modules
+        for buffer in module._buffers.values()
+        if buffer is not None
+    ]
+    devices = _cuda_devices(model)
+    cpu_rng = torch.get_rng_state()
+    cuda_rngs = [torch.cuda.get_rng_state(device) for device in devices]
     try:
-        with torch.random.fork_rng(devices=devices):
-            if training is not None:
-                model.train(training)
-            yield model
+        if training is not None and any(mode != training for mode in modes):
+            model.train(training)
+        yield model
     finally:
-        with torch.no_grad():
-            for buffer, saved in buffers:
-                if buffer.shape == saved.shape and buffer.dtype == saved.dtype:
-                    buffer.copy_(saved)
-        for module, mode in modes:
-            module.training = mode
+        torch.set_rng_state(cpu_rng)
+        for device, state in zip(devices, cuda_rngs, strict=True):
+            torch.cuda.set_rng_state(state, device)
+        if buffers:
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    if buffer.shape == saved.shape and buffer.dtype == saved.dtype:
+                        buffer.copy_(saved)
+        for module, mode in zip(modules, modes, strict=True):
+            if module.training != mode:
+                module.training = mode
+
+
+def _cuda_devices(model: nn.Module) -> list[int]:
+    """Indices of the CUDA devices holding the model's tensors (none before CUDA starts)."""
+    if not torch.cuda.is_initialized():
+        return []
+    tensors = (*model.parameters(), *model.buffers())
+    return sorted({t.device.index or 0 for t in tensors if t.is_cuda})
 
 
 def describe_exception(exc: BaseException) -> str:

@@ -3,7 +3,8 @@
 Each test draws inputs (a deterministic sweep where the issue asks for every shape, Hypothesis
 where a search with shrinking finds more), calls one check from ``checks.tier1`` and asserts on
 its ``CheckResult``. The checks restore the model's mode and gradients, so one fresh model per
-test serves all of its examples.
+test serves all of its examples. Tests whose checks all run in eval mode put their model in eval
+mode first: the checks then find it there and skip switching it for every example.
 """
 
 from __future__ import annotations
@@ -41,18 +42,31 @@ def _reference_len(task: TaskSpec, cap: int = REFERENCE_SEQ_LEN) -> int | None:
 
 
 def _shape_sweep(task: TaskSpec, max_batch: int) -> Iterator[Batch]:
-    """Every sequence length from 1 up (decoder lengths from the top down), batch sizes cycling
-    through 1..max_batch; for images, every batch size."""
+    """Every batch size from 1 to ``max_batch`` and every sequence length from 1 up (decoder
+    lengths from the top down); for images, every batch size.
+
+    The first ``max_batch`` lengths take every batch size once, shifted so that no batch size
+    equals its length (a model that confuses the batch and time dimensions passes when they are
+    equal). Longer lengths use a batch of two, the smallest batch in which one row can disturb
+    another. Large batches at long lengths are left to the Hypothesis draws and to the other
+    checks' reference batches (``max_batch`` x 64), which halves the sweep's cost.
+    """
     if task.family == "vision":
         for size in range(1, max_batch + 1):
             yield make_batch(task, size, seed=size)
         return
     longest = task.max_seq_len or 1
     longest_target = task.max_target_len or longest
-    for length in range(1, longest + 1):
-        size = 1 + (length - 1) % max_batch
+
+    def batch(size: int, length: int) -> Batch:
         target = max(1, longest_target - (length - 1) % longest_target)
-        yield make_batch(task, size, length, target_len=target, seed=length)
+        return make_batch(task, size, length, target_len=target, seed=length * 1000 + size)
+
+    for length in range(1, longest + 1):
+        yield batch(length % max_batch + 1 if length <= max_batch else min(2, max_batch), length)
+    sizes_left = {1, *range(longest + 2, max_batch + 1)} if longest < max_batch else set()
+    for size in sorted(sizes_left):
+        yield batch(size, longest)
 
 
 def _edge_batches(task: TaskSpec, max_batch: int) -> Iterator[Batch]:
@@ -82,6 +96,7 @@ def test_shape_robustness(
     modeltiers_options: dict[str, Any],
 ) -> None:
     """Every batch size and sequence length gives the output shape the task promises."""
+    model.eval()
     max_batch = _max_batch(modeltiers_options)
     for batch in _shape_sweep(task_spec, max_batch):
         expect(
@@ -105,6 +120,7 @@ def test_output_finite(
     modeltiers_options: dict[str, Any],
 ) -> None:
     """No NaN or Inf for any input, the extreme token ids and pixel values included."""
+    model.eval()
     max_batch = _max_batch(modeltiers_options)
     for batch in _edge_batches(task_spec, max_batch):
         expect(request, modeltiers_check, tier1.check_output_finite(model, adapter, batch), batch)
@@ -155,6 +171,7 @@ def test_batch_independence(
     modeltiers_options: dict[str, Any],
 ) -> None:
     """Each example's output is the same alone as inside a batch."""
+    model.eval()
     max_batch = max(2, _max_batch(modeltiers_options))
 
     @given(batch=batches(task_spec, max_batch_size=max_batch).filter(_has_several))
@@ -178,6 +195,7 @@ def test_causal_masking(
     modeltiers_options: dict[str, Any],
 ) -> None:
     """Changing tokens after position t never changes the outputs up to t (decoders only)."""
+    model.eval()
     probe = make_batch(task_spec, 1, _reference_len(task_spec, 8), seed=0)
     expect(request, modeltiers_check, tier1.check_causal_masking(model, adapter, probe, position=0))
     max_batch = _max_batch(modeltiers_options)
@@ -210,6 +228,7 @@ def test_padding_invariance(
     modeltiers_options: dict[str, Any],
 ) -> None:
     """Right padding with mask 0 leaves the outputs of real positions unchanged."""
+    model.eval()
     probe = make_batch(task_spec, 1, _reference_len(task_spec, 8), seed=0)
     expect(request, modeltiers_check, tier1.check_padding_invariance(model, adapter, probe, pad=1))
     longest = task_spec.max_seq_len or 2
