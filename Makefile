@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-peer clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,5 +33,24 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_tier4.py --runs 5
 	$(BIN)/python benchmarks/bench_drift.py --runs 7
 
+# Tier 1 against the closest peer, each installed as a user installs it: pytest-torch 1.1.1 in a
+# venv of its own, this project from `pip install .` (not editable, no test extras). The venvs
+# live in .bench/ and are built once; this project is reinstalled from a copy of the working tree
+# each time (a copy, so that setuptools' build/ and egg-info stay out of the checkout).
+BENCH_VENVS := .bench
+BENCH_SRC := $(BENCH_VENVS)/src
+
+bench-peer: $(STAMP)
+	test -x $(BENCH_VENVS)/peer/bin/python || { $(PYTHON) -m venv $(BENCH_VENVS)/peer && \
+		$(BENCH_VENVS)/peer/bin/python -m pip install --quiet -c constraints.txt \
+		torch numpy pytest pytest-torch==1.1.1; }
+	rm -rf $(BENCH_SRC) && mkdir -p $(BENCH_SRC)
+	cp -r pyproject.toml README.md pytest_modeltiers $(BENCH_SRC)/
+	test -x $(BENCH_VENVS)/user/bin/python || { $(PYTHON) -m venv $(BENCH_VENVS)/user && \
+		$(BENCH_VENVS)/user/bin/python -m pip install --quiet -c constraints.txt ./$(BENCH_SRC); }
+	$(BENCH_VENVS)/user/bin/python -m pip install --quiet --no-deps --force-reinstall ./$(BENCH_SRC)
+	$(BIN)/python benchmarks/bench_tier1.py --runs 9 --peer-python $(BENCH_VENVS)/peer/bin/python \
+		--user-python $(BENCH_VENVS)/user/bin/python
+
 clean:
-	rm -rf $(VENV) reports build *.egg-info
+	rm -rf $(VENV) $(BENCH_VENVS) reports build *.egg-info

@@ -28,15 +28,25 @@ again when ``PYTHONDONTWRITEBYTECODE`` is set.
 With ``--peer-python``, the closest peer's zero-code run on the same model is timed side by
 side too: ``pytest --torch-model=MODEL:build_model`` of pytest-torch 1.1.1, with the number of
 checks each tool ran. pytest-torch registers a pytest plugin in every run of the environment it
-is installed in, so it lives in a venv of its own, never the project's:
+is installed in, so it lives in a venv of its own, never the project's. The peer is measured as
+a user installs it, in a venv holding only it and its dependencies; ``--user-python`` measures
+this project the same way, from a venv where it is installed as a user installs it (``pip
+install .``, not editable, without the test extras, whose pytest plugins load in every run of
+the development venv). ``make bench-peer`` builds both venvs under ``.bench/`` with the pinned
+constraints and runs:
 
-    python3 -m venv /tmp/peer
-    /tmp/peer/bin/pip install -c constraints.txt torch==2.13.0 numpy pytest-torch==1.1.1
+    .venv/bin/python benchmarks/bench_tier1.py --runs 9 \
+        --peer-python .bench/peer/bin/python --user-python .bench/user/bin/python
+
+Each comparison with the peer is also given per round (the variants of a round run back to
+back, so a slow stretch of a shared machine hits both): the median difference and the number
+of rounds each side was faster.
 
 Usage:
 
     .venv/bin/python benchmarks/bench_tier1.py [--runs 5] [--model PATH]
-        [--peer-python /tmp/peer/bin/python] [--write-bare PATH] [--no-bytecode-cache]
+        [--peer-python PEER_PYTHON] [--user-python USER_PYTHON] [--write-bare PATH]
+        [--no-bytecode-cache]
 """
 
 from __future__ import annotations
@@ -56,6 +66,8 @@ from pathlib import Path
 from typing import Any
 
 TARGET_RATIO = 1.5
+PEER = "pytest-torch 1.1.1"
+USER_INSTALL = "user install -m tier1"
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO / "example_models" / "tiny_gpt.py"
 RECORD_ENV = "MODELTIERS_BENCH_RECORD"
@@ -303,6 +315,11 @@ def main() -> int:
         "--peer-python",
         help="python of a separate venv with pytest-torch 1.1.1 installed: time it side by side",
     )
+    parser.add_argument(
+        "--user-python",
+        help="python of a venv where this project is installed as a user installs it "
+        "(pip install ., no test extras): time the suite there too",
+    )
     parser.add_argument("--write-bare", type=Path, help="also save the generated bare script")
     parser.add_argument(
         "--no-bytecode-cache",
@@ -314,6 +331,10 @@ def main() -> int:
         parser.error("--runs must be at least 1")
     model = args.model.resolve()
     python = sys.executable
+    # Absolute but not resolved: a venv's python is a symlink, and following it leaves the venv.
+    for option in ("peer_python", "user_python"):
+        if getattr(args, option):
+            setattr(args, option, os.path.abspath(getattr(args, option)))
 
     with tempfile.TemporaryDirectory(prefix="bench-tier1-") as folder:
         root = Path(folder)
@@ -346,8 +367,10 @@ def main() -> int:
             "pytest -m tier1": suite,
             "bare PyTorch": [python, str(bare_path)],
         }
+        if args.user_python:
+            variants[USER_INSTALL] = [args.user_python, *suite[1:]]
         if args.peer_python:
-            variants["pytest-torch 1.1.1"] = [
+            variants[PEER] = [
                 args.peer_python,
                 *("-m", "pytest", f"--torch-model={model}:build_model"),
                 *("-p", "no:cacheprovider", "-q"),
@@ -386,10 +409,24 @@ def main() -> int:
     ours = describe_counts(outcome_counts(outputs["pytest -m tier1"]))
     print(f"{'pytest-modeltiers':>20}: {medians['pytest -m tier1']:.2f} s per model, {ours}")
     if args.peer_python:
-        peer = describe_counts(outcome_counts(outputs["pytest-torch 1.1.1"]))
-        seconds = medians["pytest-torch 1.1.1"]
-        print(f"{'pytest-torch 1.1.1':>20}: {seconds:.2f} s per model, {peer}")
+        peer = describe_counts(outcome_counts(outputs[PEER]))
+        print(f"{PEER:>20}: {medians[PEER]:.2f} s per model, {peer}")
+        for name in ("pytest -m tier1", USER_INSTALL):
+            if name in times:
+                print(compare_with_peer(name, times[name], times[PEER]))
     return 0
+
+
+def compare_with_peer(name: str, ours: list[float], peer: list[float]) -> str:
+    """Per-round comparison: the median of (ours - peer) and who was faster how often."""
+    differences = [a - b for a, b in zip(ours, peer, strict=True)]
+    faster = sum(d < 0 for d in differences)
+    median = statistics.median(differences)
+    verdict = "faster" if median < 0 else "slower"
+    return (
+        f"{name} vs {PEER}: {abs(median):.2f} s {verdict} per round (median of "
+        f"{len(differences)} paired rounds; faster in {faster} of {len(differences)})"
+    )
 
 
 if __name__ == "__main__":

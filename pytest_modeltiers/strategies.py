@@ -52,12 +52,20 @@ def _length_bounds(
 
 
 def _validate(
-    task: TaskSpec, max_batch_size: int, min_seq_len: int, max_seq_len: int | None
+    task: TaskSpec,
+    max_batch_size: int,
+    min_seq_len: int,
+    max_seq_len: int | None,
+    min_batch_size: int = 1,
 ) -> None:
     """Fail when the strategy is built, not at the first draw inside a test."""
     __tracebackhide__ = True
     if max_batch_size < 1:
         raise AdapterError(f"max_batch_size={max_batch_size}; it must be >= 1.")
+    if not 1 <= min_batch_size <= max_batch_size:
+        raise AdapterError(
+            f"min_batch_size={min_batch_size} must be in [1, max_batch_size={max_batch_size}]."
+        )
     if task.family == "vision":
         return
     _length_bounds(task.max_seq_len, min_seq_len, max_seq_len, "seq_len")
@@ -65,11 +73,15 @@ def _validate(
         _length_bounds(task.max_target_len, 1, max_seq_len, "target_len")
 
 
-@st.composite
-def _shapes(
-    draw: st.DrawFn, task: TaskSpec, max_batch_size: int, min_seq_len: int, max_seq_len: int | None
+def _draw_shape(
+    draw: st.DrawFn,
+    task: TaskSpec,
+    max_batch_size: int,
+    min_seq_len: int,
+    max_seq_len: int | None,
+    min_batch_size: int = 1,
 ) -> dict[str, int]:
-    shape = {"batch_size": draw(st.integers(1, max_batch_size))}
+    shape = {"batch_size": draw(st.integers(min_batch_size, max_batch_size))}
     if task.family == "vision":
         return shape
     low, high = _length_bounds(task.max_seq_len, min_seq_len, max_seq_len, "seq_len")
@@ -78,6 +90,13 @@ def _shapes(
         t_low, t_high = _length_bounds(task.max_target_len, 1, max_seq_len, "target_len")
         shape["target_len"] = draw(st.integers(t_low, t_high))
     return shape
+
+
+@st.composite
+def _shapes(
+    draw: st.DrawFn, task: TaskSpec, max_batch_size: int, min_seq_len: int, max_seq_len: int | None
+) -> dict[str, int]:
+    return _draw_shape(draw, task, max_batch_size, min_seq_len, max_seq_len)
 
 
 def batch_shapes(
@@ -111,8 +130,11 @@ def _batches(
     min_seq_len: int,
     max_seq_len: int | None,
     padding: bool,
+    min_batch_size: int,
 ) -> dict[str, torch.Tensor]:
-    shape = draw(_shapes(task, max_batch_size, min_seq_len, max_seq_len))
+    # Drawn in place, not through ``_shapes``: a nested composite costs Hypothesis a span and a
+    # strategy call per example, on every example of every property.
+    shape = _draw_shape(draw, task, max_batch_size, min_seq_len, max_seq_len, min_batch_size)
     seed = draw(st.integers(0, _MAX_SEED))
     if task.family == "vision":
         return _image_batch(draw, task, shape["batch_size"], seed)
@@ -158,15 +180,18 @@ def batches(
     max_seq_len: int | None = None,
     *,
     padding: bool = True,
+    min_batch_size: int = 1,
 ) -> st.SearchStrategy[dict[str, torch.Tensor]]:
     """Raw batches for ``task`` (the ``models.batches`` layout), ready for ``adapter.forward``.
 
     Text batches may carry right padding within ``max_seq_len`` (``padding=False`` turns it
-    off: every position real); token ids cover the whole vocabulary and sometimes hold 0 and
-    ``vocab_size - 1`` at real positions. Image batches hold uniform pixels over the task's
-    range and sometimes its ends and 0, 1, -1.
+    off: every position real); batch sizes lie in ``[min_batch_size, max_batch_size]`` (a
+    property that needs two samples asks for them rather than filtering, which wastes draws);
+    token ids cover the whole vocabulary and sometimes hold 0 and ``vocab_size - 1`` at real
+    positions. Image batches hold uniform pixels over the task's range and sometimes its ends
+    and 0, 1, -1.
     """
-    _validate(task, max_batch_size, min_seq_len, max_seq_len)
+    _validate(task, max_batch_size, min_seq_len, max_seq_len, min_batch_size)
     if task.family != "vision":
         require_vocab_size(task)
-    return _batches(task, max_batch_size, min_seq_len, max_seq_len, padding)
+    return _batches(task, max_batch_size, min_seq_len, max_seq_len, padding, min_batch_size)

@@ -141,6 +141,23 @@ def test_bad_bounds_fail_when_the_strategy_is_built() -> None:
         batches(LM, min_seq_len=20)
     with pytest.raises(AdapterError, match="max_batch_size=0"):
         batch_shapes(VISION, max_batch_size=0)
+    with pytest.raises(AdapterError, match=r"min_batch_size=3 must be in \[1, max_batch_size=2\]"):
+        batches(LM, max_batch_size=2, min_batch_size=3)
+
+
+@FAST
+@given(batch=batches(LM, max_batch_size=4, min_batch_size=2))
+def test_min_batch_size_is_a_lower_bound(batch: dict[str, torch.Tensor]) -> None:
+    assert 2 <= batch["input_ids"].shape[0] <= 4
+
+
+def test_failures_shrink_to_the_smallest_allowed_batch() -> None:
+    batch = find(
+        batches(VISION, max_batch_size=8, min_batch_size=2),
+        lambda b: True,
+        settings=settings(max_examples=50, deadline=None),
+    )
+    assert batch["pixel_values"].shape[0] == 2
 
 
 @FAST
