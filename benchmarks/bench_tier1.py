@@ -1,6 +1,6 @@
 """What the built-in tier 1 suite costs against bare PyTorch doing the same passes.
 
-Times ``python -m pytest --model MODEL -m tier1 -p no:cacheprovider -q`` (in a temporary folder
+Times ``python -m pytest --model=MODEL -m tier1 -p no:cacheprovider -q`` (in a temporary folder
 outside the repository, so no other tests are collected) against a bare-PyTorch script that
 does the same forward and backward passes, and reports the medians and their ratio. Target: a
 ratio of at most 1.5.
@@ -345,7 +345,9 @@ def main() -> int:
         if not args.no_bytecode_cache:
             env.pop("PYTHONDONTWRITEBYTECODE", None)
             env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
-        suite = [python, "-m", "pytest", "--model", str(model), "-m", "tier1"]
+        # --model=PATH, one argument: a separate path argument would make pytest look for its
+        # configuration around the model file instead of the (empty) folder the runs are in.
+        suite = [python, "-m", "pytest", f"--model={model}", "-m", "tier1"]
         suite += ["-p", "no:cacheprovider", "-q"]
 
         # 1. One instrumented run records the passes the suite makes.

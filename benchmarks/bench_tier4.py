@@ -1,6 +1,6 @@
 """What the built-in tier 4 suite costs against a bare script doing the same exports and checks.
 
-Times ``python -m pytest --model MODEL -m tier4 -p no:cacheprovider -q`` (in a temporary folder
+Times ``python -m pytest --model=MODEL -m tier4 -p no:cacheprovider -q`` (in a temporary folder
 outside the repository, so no other tests are collected) against a bare script, written with
 torch, onnx, onnxruntime and safetensors only, that does the same work as the suite's default
 run:
@@ -198,8 +198,7 @@ def main() -> int:
                 sys.executable,
                 "-m",
                 "pytest",
-                "--model",
-                str(model),
+                f"--model={model}",
                 "-m",
                 "tier4",
                 "-p",

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pytest_modeltiers import fixtures
+from pytest_modeltiers import fixtures, rootdir_guard
 from pytest_modeltiers.options import MODEL_FLAG, OPTIONS
 from pytest_modeltiers.session import SESSION_KEY, ModelTiersSession
 
@@ -27,6 +27,7 @@ MARKERS = {
 }
 
 _MODEL_FLAG_TAKEN = pytest.StashKey[bool]()
+_ROOTDIR_NOTE = pytest.StashKey["str | None"]()
 #: The session whose frozen heap the cleanup registered in ``pytest_load_initial_conftests``
 #: gives back; absent when that cleanup was never registered.
 _HEAP_OWNER = pytest.StashKey["ModelTiersSession | None"]()
@@ -80,6 +81,7 @@ def pytest_load_initial_conftests(
 def pytest_configure(config: pytest.Config) -> None:
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
+    config.stash[_ROOTDIR_NOTE] = rootdir_guard.check_setup(config, _path_taking_flags(config))
     state = ModelTiersSession.from_config(
         config, model_flag_taken=config.stash.get(_MODEL_FLAG_TAKEN, False)
     )
@@ -119,9 +121,19 @@ def _exempt_libraries_from_assertion_rewriting(config: pytest.Config) -> None:
         cache.clear()
 
 
+def _path_taking_flags(config: pytest.Config) -> list[str]:
+    """Our flags that take a value (``--model`` too, unless the project defines its own)."""
+    flags = [flag for option in OPTIONS if not option.flag for flag in option.flags]
+    if not config.stash.get(_MODEL_FLAG_TAKEN, False):
+        flags.append(MODEL_FLAG)
+    return flags
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash.get(SESSION_KEY, None)
-    return state.header_lines() if state is not None else []
+    lines = state.header_lines() if state is not None else []
+    note = config.stash.get(_ROOTDIR_NOTE, None)
+    return [*lines, f"modeltiers: {note}"] if note else lines
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

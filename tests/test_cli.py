@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_inspect_prints_the_resolution(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["inspect", "--model", str(REPO / "example_models" / "tiny_gpt.py")]) == EXIT_OK
+    assert main(["inspect", f"--model={REPO / 'example_models' / 'tiny_gpt.py'}"]) == EXIT_OK
     out = capsys.readouterr().out
     assert "model tiny_gpt: tiny_gpt.py::build_model -> TinyGPT" in out
     assert "task lm_tiny (TASK in tiny_gpt.py" in out

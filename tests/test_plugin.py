@@ -259,7 +259,7 @@ def test_fixtures_under_xdist(pytester: pytest.Pytester) -> None:
 def test_example_models_load(pytester: pytest.Pytester) -> None:
     args = []
     for name in ("tiny_gpt", "tiny_encoder_cls", "tiny_seq2seq", "simple_cnn"):
-        args += ["--model", str(EXAMPLES / f"{name}.py")]
+        args.append(f"--model={EXAMPLES / (name + '.py')}")
     result = pytester.runpytest("--co", *args)
     assert result.ret == pytest.ExitCode.OK
     text = result.stdout.str()
@@ -294,7 +294,7 @@ def test_hypothesis_is_not_assertion_rewritten_in_model_runs(
     pytester.makepyfile(test_probe=_LOADER_PROBE)
     args = ["-s", "-p", "no:cacheprovider", "test_probe.py"]
     if with_model:
-        args += ["--model", str(EXAMPLES / "tiny_gpt.py"), "--deselect", BUILT_IN]
+        args += [f"--model={EXAMPLES / 'tiny_gpt.py'}", "--deselect", BUILT_IN]
     result = pytester.runpytest_subprocess(*args)
     result.assert_outcomes(passed=1)
     expected = "SourceFileLoader" if with_model else "AssertionRewritingHook"
@@ -318,7 +318,7 @@ def test_the_heap_frozen_for_the_session_is_thawed_after_pytests_last_collection
         """
     )
     before = gc.get_freeze_count()
-    result = pytester.runpytest("-s", "--co", "--model", str(EXAMPLES / "tiny_gpt.py"))
+    result = pytester.runpytest("-s", "--co", f"--model={EXAMPLES / 'tiny_gpt.py'}")
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*frozen at cleanup: True"])
     assert gc.get_freeze_count() == before
@@ -343,7 +343,51 @@ def test_a_model_run_freezes_the_heap_when_the_interpreter_exits(
     pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
     args = ["-p", "no:cacheprovider", "test_nothing.py"]
     if with_model:
-        args += ["--model", str(EXAMPLES / "tiny_gpt.py"), "--deselect", BUILT_IN]
+        args += [f"--model={EXAMPLES / 'tiny_gpt.py'}", "--deselect", BUILT_IN]
     result = pytester.runpytest_subprocess(*args)
     result.assert_outcomes(passed=1)
     assert (pytester.path / "frozen-at-exit.txt").read_text() == str(with_model)
+
+
+@pytest.fixture
+def model_elsewhere(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_gpt in a folder outside the project pytester runs in."""
+    folder = tmp_path_factory.mktemp("elsewhere")
+    target = folder / "tiny_gpt.py"
+    target.write_text((EXAMPLES / "tiny_gpt.py").read_text())
+    return target
+
+
+def test_a_model_path_given_apart_cannot_replace_the_projects_configuration(
+    pytester: pytest.Pytester, model_elsewhere: Path
+) -> None:
+    """pytest reads ``--model PATH``'s value as a test path before plugins load, so the project's
+    pytest.ini would be silently ignored; that is a usage error naming the fix."""
+    pytester.makeini("[pytest]\nmarkers =\n    mine: a marker of the project\n")
+    result = pytester.runpytest("--co", "-q", "--model", str(model_elsewhere))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: --model {model_elsewhere} changed pytest's configuration: it read no "
+            f"configuration file (rootdir *) instead of {pytester.path / 'tox.ini'}*"
+            f"Write --model={model_elsewhere} (one argument, with '=')*"
+        ]
+    )
+    fixed = pytester.runpytest("--co", f"--model={model_elsewhere}", "--strict-markers")
+    assert fixed.ret == pytest.ExitCode.OK
+    fixed.stdout.fnmatch_lines([f"rootdir: {pytester.path}", "configfile: tox.ini"])
+
+
+def test_a_model_path_that_moves_only_the_rootdir_is_pointed_out(
+    pytester: pytest.Pytester, model_elsewhere: Path
+) -> None:
+    result = pytester.runpytest("--co", "--model", str(model_elsewhere))
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        [f"modeltiers: rootdir is *, not {pytester.path}, because of --model {model_elsewhere}*"]
+    )
+    (pytester.path / "models").mkdir()
+    (pytester.path / "models" / "tiny_gpt.py").write_text(model_elsewhere.read_text())
+    inside = pytester.runpytest("--co", "--model", "models/tiny_gpt.py")
+    assert inside.ret == pytest.ExitCode.OK
+    assert "modeltiers: rootdir is" not in inside.stdout.str()

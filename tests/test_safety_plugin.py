@@ -39,7 +39,7 @@ def test_malicious_model_is_refused_and_never_runs(
     marker = pytester.path / "marker"
     monkeypatch.setenv("MODELTIERS_MARKER", str(marker))
     model = _copy(case, pytester.path)
-    result = pytester.runpytest("--co", "--model", str(model))
+    result = pytester.runpytest("--co", f"--model={model}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert "refused to run" in err and "--trust-model" in err
@@ -52,14 +52,14 @@ def test_trust_model_runs_the_file(
     marker = pytester.path / "marker"
     monkeypatch.setenv("MODELTIERS_MARKER", str(marker))
     model = _copy(CORPUS / "malicious" / "os_system.py", pytester.path)
-    result = pytester.runpytest("--co", "--model", str(model), "--trust-model")
+    result = pytester.runpytest("--co", f"--model={model}", "--trust-model")
     assert marker.exists(), result.stdout.str() + result.stderr.str()
 
 
 @pytest.mark.parametrize("case", _cases("benign"), ids=lambda p: p.parent.name + "/" + p.name)
 def test_benign_model_passes_the_scan(pytester: pytest.Pytester, case: Path) -> None:
     model = _copy(case, pytester.path)
-    result = pytester.runpytest("--co", "--model", str(model))
+    result = pytester.runpytest("--co", f"--model={model}")
     assert "refused to run" not in result.stderr.str()
 
 

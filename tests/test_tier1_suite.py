@@ -72,7 +72,7 @@ HANGS_IN_FORWARD = """
 
 def test_tier1_collects_the_eleven_checks(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_own="def test_own():\n    pass\n")
-    result = pytester.runpytest("--co", "-q", "--model", str(EXAMPLES / "tiny_gpt.py"))
+    result = pytester.runpytest("--co", "-q", f"--model={EXAMPLES / 'tiny_gpt.py'}")
     result.stdout.fnmatch_lines([f"modeltiers/tier1.py::{name}" for name in TIER1_TESTS])
     result.stdout.fnmatch_lines(["test_own.py::test_own"])
 
@@ -85,10 +85,10 @@ def test_nothing_of_ours_without_a_model(pytester: pytest.Pytester) -> None:
 
 def test_markers_and_keywords_select(pytester: pytest.Pytester) -> None:
     model = str(EXAMPLES / "tiny_gpt.py")
-    result = pytester.runpytest("--co", "-q", "--model", model, "-m", "tier2")
+    result = pytester.runpytest("--co", "-q", f"--model={model}", "-m", "tier2")
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
     result = pytester.runpytest(
-        "--co", "-q", "--model", model, "-m", "tier1", "-k", "gradient", "--strict-markers"
+        "--co", "-q", f"--model={model}", "-m", "tier1", "-k", "gradient", "--strict-markers"
     )
     result.stdout.fnmatch_lines(["modeltiers/tier1.py::test_gradient_flow", "*1/11 tests*"])
 
@@ -120,7 +120,7 @@ def test_a_marker_expression_leaves_other_tiers_unimported(
     """``-m tier1`` never imports the other suites (tier 4 and 5 pull in onnx, scipy, pandas)."""
     pytester.makeconftest(_IMPORTED_PROBE)
     model = str(EXAMPLES / "tiny_gpt.py")
-    result = pytester.runpytest_subprocess("--co", "-q", "--model", model, "-m", markexpr)
+    result = pytester.runpytest_subprocess("--co", "-q", f"--model={model}", "-m", markexpr)
     result.stdout.fnmatch_lines([f"suites imported: {imported}"])
 
 
@@ -128,10 +128,8 @@ def test_several_models_name_their_items(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(
         "--co",
         "-q",
-        "--model",
-        str(EXAMPLES / "tiny_gpt.py"),
-        "--model",
-        str(EXAMPLES / "simple_cnn.py"),
+        f"--model={EXAMPLES / 'tiny_gpt.py'}",
+        f"--model={EXAMPLES / 'simple_cnn.py'}",
     )
     result.stdout.fnmatch_lines(
         [
@@ -145,7 +143,7 @@ def test_several_models_name_their_items(pytester: pytest.Pytester) -> None:
 @pytest.mark.parametrize("example", ["tiny_gpt", "tiny_encoder_cls", "tiny_seq2seq", "simple_cnn"])
 def test_example_models_pass_tier1(pytester: pytest.Pytester, example: str) -> None:
     result = pytester.runpytest(
-        "--model", str(EXAMPLES / f"{example}.py"), "-m", "tier1", "-p", "no:cacheprovider"
+        f"--model={EXAMPLES / (example + '.py')}", "-m", "tier1", "-p", "no:cacheprovider"
     )
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()
@@ -194,7 +192,7 @@ def test_health_report_serial_and_xdist_agree(pytester: pytest.Pytester) -> None
     """Only the xdist controller writes the report, and it holds what a serial run holds."""
     verdicts = []
     for extra in ([], ["-n", "2"]):
-        args = ["--model", str(EXAMPLES / "tiny_gpt.py"), "-m", "tier1", *extra]
+        args = [f"--model={EXAMPLES / 'tiny_gpt.py'}", "-m", "tier1", *extra]
         result = pytester.runpytest_subprocess(*args, "--modeltiers-report", "out/health.json")
         assert result.ret == 0, result.stdout.str()
         result.stdout.fnmatch_lines(
@@ -303,11 +301,11 @@ def test_json_report_and_junit_carry_the_checks(pytester: pytest.Pytester) -> No
 
 def test_expect_no_grad_declares_unused_parameters(pytester: pytest.Pytester) -> None:
     model = str(shutil.copy(REPO / "fixtures" / "tier1" / "grads_unused.py", pytester.path))
-    failing = pytester.runpytest("--model", model, "-k", "gradient_flow")
+    failing = pytester.runpytest(f"--model={model}", "-k", "gradient_flow")
     failing.assert_outcomes(failed=1)
     failing.stdout.fnmatch_lines(["*proj.weight*"])
     declared = pytester.runpytest(
-        "--model", model, "-k", "gradient_flow", "--expect-no-grad", "proj.*"
+        f"--model={model}", "-k", "gradient_flow", "--expect-no-grad", "proj.*"
     )
     declared.assert_outcomes(passed=1)
 
@@ -316,10 +314,9 @@ def test_budgets_fail_only_when_set(pytester: pytest.Pytester) -> None:
     # A copy, so the failing batches are saved under the test's rootdir, not the repository.
     model = str(shutil.copy(EXAMPLES / "simple_cnn.py", pytester.path))
     selection = ["-k", "memory_footprint or inference_speed"]
-    pytester.runpytest("--model", model, *selection).assert_outcomes(passed=2)
+    pytester.runpytest(f"--model={model}", *selection).assert_outcomes(passed=2)
     result = pytester.runpytest(
-        "--model",
-        model,
+        f"--model={model}",
         *selection,
         "--modeltiers-memory-budget",
         "0.001",
@@ -332,8 +329,7 @@ def test_budgets_fail_only_when_set(pytester: pytest.Pytester) -> None:
 
 def test_max_batch_size_bounds_the_drawn_batches(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(
-        "--model",
-        str(EXAMPLES / "simple_cnn.py"),
+        f"--model={EXAMPLES / 'simple_cnn.py'}",
         "-k",
         "memory_footprint",
         "--modeltiers-max-batch-size",

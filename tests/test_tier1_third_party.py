@@ -86,7 +86,7 @@ def test_correct_third_party_model_passes_tier1(
     path = THIRD_PARTY / f"{model_file}.py"
     junit = pytester.path / "junit.xml"
     result = pytester.runpytest(
-        "--model", str(path), "-m", "tier1", "-p", "no:cacheprovider", f"--junitxml={junit}"
+        f"--model={path}", "-m", "tier1", "-p", "no:cacheprovider", f"--junitxml={junit}"
     )
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()

@@ -32,7 +32,7 @@ def copy_fixture(pytester: pytest.Pytester, name: str) -> str:
 
 def test_tier3_collects_its_checks(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(
-        "--co", "-q", "--model", str(EXAMPLES / "tiny_gpt.py"), "-m", "tier3", "--strict-markers"
+        "--co", "-q", f"--model={EXAMPLES / 'tiny_gpt.py'}", "-m", "tier3", "--strict-markers"
     )
     result.stdout.fnmatch_lines([f"modeltiers/tier3.py::{name}" for name in TIER3_TESTS])
     assert "modeltiers/tier1.py" not in result.stdout.str()
@@ -41,15 +41,14 @@ def test_tier3_collects_its_checks(pytester: pytest.Pytester) -> None:
 @pytest.mark.parametrize("example", ["tiny_gpt", "tiny_encoder_cls", "tiny_seq2seq", "simple_cnn"])
 def test_example_models_pass_tier3(pytester: pytest.Pytester, example: str) -> None:
     result = pytester.runpytest(
-        "--model", str(EXAMPLES / f"{example}.py"), "-m", "tier3", "-p", "no:cacheprovider"
+        f"--model={EXAMPLES / (example + '.py')}", "-m", "tier3", "-p", "no:cacheprovider"
     )
     result.assert_outcomes(passed=len(TIER3_TESTS))
 
 
 def test_a_model_that_cannot_train_fails_with_the_cause(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(
-        "--model",
-        copy_fixture(pytester, "overfit_detached"),
+        f"--model={copy_fixture(pytester, 'overfit_detached')}",
         "-m",
         "tier3",
         "--modeltiers-report",
@@ -75,7 +74,7 @@ def test_a_model_that_cannot_train_fails_with_the_cause(pytester: pytest.Pyteste
 
 def test_batchnorm_model_skips_accumulation_with_the_reason(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(
-        "--model", copy_fixture(pytester, "accum_batchnorm"), "-m", "tier3", "-rs"
+        f"--model={copy_fixture(pytester, 'accum_batchnorm')}", "-m", "tier3", "-rs"
     )
     result.assert_outcomes(passed=len(TIER3_TESTS) - 1, skipped=1)
     result.stdout.fnmatch_lines(
@@ -95,7 +94,7 @@ def test_each_training_bug_fails_its_own_check(
     pytester: pytest.Pytester, fixture: str, failing: str, expected: str
 ) -> None:
     result = pytester.runpytest(
-        "--model", copy_fixture(pytester, fixture), "-m", "tier3", "-k", failing
+        f"--model={copy_fixture(pytester, fixture)}", "-m", "tier3", "-k", failing
     )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([expected, f"FAILED modeltiers/tier3.py::{failing}*"])
@@ -151,7 +150,7 @@ def test_training_run_fails_a_model_that_does_not_train_or_checkpoint(
     pytester: pytest.Pytester, fixture: str, expected: str
 ) -> None:
     result = pytester.runpytest(
-        "--model", copy_fixture(pytester, fixture), "-m", "tier3", "-k", "test_training_run"
+        f"--model={copy_fixture(pytester, fixture)}", "-m", "tier3", "-k", "test_training_run"
     )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([expected, "FAILED modeltiers/tier3.py::test_training_run*"])

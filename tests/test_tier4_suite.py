@@ -48,7 +48,7 @@ def copy_model(pytester: pytest.Pytester, source: Path) -> str:
 
 def test_tier4_collects_the_design_names(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(
-        "--co", "-q", "--model", str(EXAMPLES / "tiny_gpt.py"), "-m", "tier4", "--strict-markers"
+        "--co", "-q", f"--model={EXAMPLES / 'tiny_gpt.py'}", "-m", "tier4", "--strict-markers"
     )
     result.stdout.fnmatch_lines_random([f"modeltiers/tier4.py::{name}" for name in DEFAULT_TESTS])
     assert "modeltiers/tier1.py" not in result.stdout.str()
@@ -58,8 +58,7 @@ def test_export_formats_option_picks_the_parametrisation(pytester: pytest.Pytest
     result = pytester.runpytest(
         "--co",
         "-q",
-        "--model",
-        str(EXAMPLES / "tiny_gpt.py"),
+        f"--model={EXAMPLES / 'tiny_gpt.py'}",
         "-m",
         "tier4",
         "--export-formats",
@@ -83,7 +82,7 @@ def test_export_formats_option_picks_the_parametrisation(pytester: pytest.Pytest
 def test_bad_tier4_options_are_usage_errors(
     pytester: pytest.Pytester, args: list[str], expected: str
 ) -> None:
-    result = pytester.runpytest("--model", str(EXAMPLES / "tiny_gpt.py"), "-m", "tier4", *args)
+    result = pytester.runpytest(f"--model={EXAMPLES / 'tiny_gpt.py'}", "-m", "tier4", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([expected])
 
@@ -91,8 +90,7 @@ def test_bad_tier4_options_are_usage_errors(
 def test_example_lm_passes_tier4_and_reports_it(pytester: pytest.Pytester) -> None:
     model = copy_model(pytester, EXAMPLES / "tiny_gpt.py")
     result = pytester.runpytest(
-        "--model",
-        model,
+        f"--model={model}",
         "-m",
         "tier4",
         "--export-dir",
@@ -124,15 +122,14 @@ def test_example_lm_passes_tier4_and_reports_it(pytester: pytest.Pytester) -> No
 @pytest.mark.parametrize("example", ["simple_cnn", "tiny_encoder_cls", "tiny_seq2seq"])
 def test_other_example_models_pass_tier4(pytester: pytest.Pytester, example: str) -> None:
     model = copy_model(pytester, EXAMPLES / f"{example}.py")
-    result = pytester.runpytest("--model", model, "-m", "tier4", "-p", "no:cacheprovider")
+    result = pytester.runpytest(f"--model={model}", "-m", "tier4", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=len(DEFAULT_TESTS))
 
 
 def test_data_dependent_branch_fails_export_at_its_line(pytester: pytest.Pytester) -> None:
     model = copy_model(pytester, FIXTURES / "branch_on_values.py")
     result = pytester.runpytest(
-        "--model",
-        model,
+        f"--model={model}",
         "-m",
         "tier4",
         "--export-formats",
@@ -166,8 +163,7 @@ def test_positions_from_a_python_int_fail_where_the_length_was_fixed(
 ) -> None:
     model = copy_model(pytester, FIXTURES / "positions_python_int.py")
     result = pytester.runpytest(
-        "--model",
-        model,
+        f"--model={model}",
         "-m",
         "tier4",
         "--export-formats",
@@ -194,7 +190,7 @@ def test_legacy_onnx_exporter_bakes_the_length_and_the_sweep_catches_it(
     pytester: pytest.Pytester,
 ) -> None:
     model = copy_model(pytester, FIXTURES / "mha_legacy.py")
-    args = ["--model", model, "-m", "tier4", "--export-formats", "onnx", "-k", "onnx]"]
+    args = [f"--model={model}", "-m", "tier4", "--export-formats", "onnx", "-k", "onnx]"]
     passed = pytester.runpytest(*args, "-p", "no:cacheprovider")
     passed.assert_outcomes(passed=2)
     failed = pytester.runpytest(*args, "--export-onnx-exporter", "legacy", "-p", "no:cacheprovider")
@@ -216,7 +212,7 @@ def test_pyproject_tolerance_is_used_and_the_failure_names_the_minimum(
     model = copy_model(pytester, EXAMPLES / "simple_cnn.py")
     pytester.makepyprojecttoml("[tool.modeltiers.tolerance]\nonnx = { atol = 0.0, rtol = 0.0 }\n")
     result = pytester.runpytest(
-        "--model", model, "-m", "tier4", "--export-formats", "onnx", "-k", "test_export_parity"
+        f"--model={model}", "-m", "tier4", "--export-formats", "onnx", "-k", "test_export_parity"
     )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
@@ -229,8 +225,7 @@ def test_pyproject_tolerance_is_used_and_the_failure_names_the_minimum(
     )
     # The option overrides the file.
     loose = pytester.runpytest(
-        "--model",
-        model,
+        f"--model={model}",
         "-m",
         "tier4",
         "--export-formats",
@@ -245,7 +240,7 @@ def test_pyproject_tolerance_is_used_and_the_failure_names_the_minimum(
 
 def test_latency_budget_fails_only_when_set(pytester: pytest.Pytester) -> None:
     model = copy_model(pytester, EXAMPLES / "simple_cnn.py")
-    args = ["--model", model, "-m", "tier4", "--export-formats", "torch_export", "-k", "latency"]
+    args = [f"--model={model}", "-m", "tier4", "--export-formats", "torch_export", "-k", "latency"]
     pytester.runpytest(*args).assert_outcomes(passed=1)
     result = pytester.runpytest(*args, "--export-latency-budget", "0.000001")
     result.assert_outcomes(failed=1)
@@ -256,13 +251,13 @@ def test_static_quantization_calibrates_or_says_why_not(pytester: pytest.Pyteste
     cnn = copy_model(pytester, EXAMPLES / "simple_cnn.py")
     gpt = copy_model(pytester, EXAMPLES / "tiny_gpt.py")
     args = ["-m", "tier4", "-k", "quantized", "--export-quantization", "static", "-rs"]
-    pytester.runpytest("--model", cnn, *args).assert_outcomes(passed=1)
-    skipped = pytester.runpytest("--model", gpt, *args)
+    pytester.runpytest(f"--model={cnn}", *args).assert_outcomes(passed=1)
+    skipped = pytester.runpytest(f"--model={gpt}", *args)
     skipped.assert_outcomes(skipped=1)
     skipped.stdout.fnmatch_lines(
         ["*static quantization: static quantization needs a model that torch.fx can trace*"]
     )
-    none = pytester.runpytest("--model", gpt, *args[:-3], "--export-quantization", "none", "-rs")
+    none = pytester.runpytest(f"--model={gpt}", *args[:-3], "--export-quantization", "none", "-rs")
     none.assert_outcomes(skipped=1)
     none.stdout.fnmatch_lines(["*quantization is off (--export-quantization none)*"])
 
@@ -271,10 +266,8 @@ def test_several_models_keep_their_own_exports_and_report_keys(pytester: pytest.
     cnn = copy_model(pytester, EXAMPLES / "simple_cnn.py")
     cls = copy_model(pytester, FIXTURES / "mha_legacy.py")
     result = pytester.runpytest(
-        "--model",
-        cnn,
-        "--model",
-        cls,
+        f"--model={cnn}",
+        f"--model={cls}",
         "-m",
         "tier4",
         "--export-formats",
@@ -305,7 +298,7 @@ def test_small_hugging_face_models_pass_tier4(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     path = THIRD_PARTY / f"{kind}.py"
-    result = pytester.runpytest("--model", str(path), "-m", "tier4", "-p", "no:cacheprovider")
+    result = pytester.runpytest(f"--model={path}", "-m", "tier4", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=len(DEFAULT_TESTS))
 
 
@@ -322,7 +315,7 @@ def test_hugging_face_t5_passes_through_the_legacy_onnx_fallback(
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     path = THIRD_PARTY / "hf_t5.py"
     result = pytester.runpytest(
-        "--model", str(path), "-m", "tier4", "-p", "no:cacheprovider", "--export-formats", "onnx",
+        f"--model={path}", "-m", "tier4", "-p", "no:cacheprovider", "--export-formats", "onnx",
         "--modeltiers-report", "health.json",
     )  # fmt: skip
     result.assert_outcomes(passed=5)

@@ -35,6 +35,6 @@ def test_a_bad_eval_config_fails_with_the_field_named(pytester: pytest.Pytester)
 
 
 def test_the_option_wants_a_json_file(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("--model", str(EXAMPLES / "tiny_gpt.py"), "--eval-config", "x.txt")
+    result = pytester.runpytest(f"--model={EXAMPLES / 'tiny_gpt.py'}", "--eval-config", "x.txt")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--eval-config: expected a .json file*"])

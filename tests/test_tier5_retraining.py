@@ -51,7 +51,7 @@ def test_healthy_data_passes_and_the_report_is_written_next_to_the_health_report
 ) -> None:
     model, reference = _setup(pytester)
     result = pytester.runpytest(
-        "--model", model, "-m", "tier5", ONLY, "--reference-profile", reference,
+        f"--model={model}", "-m", "tier5", ONLY, "--reference-profile", reference,
         "--modeltiers-report", "out/health.json",
     )  # fmt: skip
     result.assert_outcomes(passed=1)
@@ -71,16 +71,16 @@ def test_a_critical_trigger_fails_the_gate_and_a_lower_gate_catches_a_warning(
     (pytester.path / "policy.json").write_text(json.dumps(CRITICAL_DRIFT))
     shifted = ["--reference-profile", reference, "--current-data", "shifted.pt"]
     critical = pytester.runpytest(
-        "--model", model, "-m", "tier5", ONLY, *shifted, "--retraining-policy", "policy.json"
+        f"--model={model}", "-m", "tier5", ONLY, *shifted, "--retraining-policy", "policy.json"
     )
     critical.assert_outcomes(failed=1)
     critical.stdout.fnmatch_lines(["*retraining needed: severity critical reaches the gate*"])
 
     # The balanced preset's drift trigger is a warning: below the default gate, at a lower one.
-    warned = pytester.runpytest("--model", model, "-m", "tier5", ONLY, *shifted)
+    warned = pytester.runpytest(f"--model={model}", "-m", "tier5", ONLY, *shifted)
     warned.assert_outcomes(passed=1)
     gated = pytester.runpytest(
-        "--model", model, "-m", "tier5", ONLY, *shifted, "--retraining-gate", "warning"
+        f"--model={model}", "-m", "tier5", ONLY, *shifted, "--retraining-gate", "warning"
     )
     gated.assert_outcomes(failed=1)
     gated.stdout.fnmatch_lines(["*severity warning reaches the gate (warning)*"])
@@ -90,11 +90,11 @@ def test_a_bad_policy_is_an_error_that_names_the_fix(pytester: pytest.Pytester) 
     model, _ = _setup(pytester)
     (pytester.path / "policy.json").write_text('{"preset": "balanced", "overides": {}}')
     result = pytester.runpytest(
-        "--model", model, "-m", "tier5", ONLY, "--retraining-policy", "policy.json"
+        f"--model={model}", "-m", "tier5", ONLY, "--retraining-policy", "policy.json"
     )
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*retraining triggers could not be evaluated*overides*"])
-    bad_gate = pytester.runpytest("--model", model, "--retraining-gate", "loud")
+    bad_gate = pytester.runpytest(f"--model={model}", "--retraining-gate", "loud")
     assert bad_gate.ret == pytest.ExitCode.USAGE_ERROR
     bad_gate.stderr.fnmatch_lines(["*--retraining-gate: expected one of info, warning, critical*"])
 
@@ -110,7 +110,7 @@ def test_the_registrys_production_model_is_the_baseline_without_a_run(
     spec = load_model(LoadRequest(spec=str(pytester.path / model), rootdir=pytester.path))
     torch.save(spec.new_model().state_dict(), pytester.path / "prod.pt")
     registry = ModelRegistry(pytester.path / "models.db")
-    args = ["--model", model, "-m", "tier5", "-k", "regression", "--model-registry", "models.db"]
+    args = [f"--model={model}", "-m", "tier5", "-k", "regression", "--model-registry", "models.db"]
     empty = pytester.runpytest(*args, "-rs")
     empty.assert_outcomes(skipped=1)
     empty.stdout.fnmatch_lines(["*no baseline to compare with*production alias*"])

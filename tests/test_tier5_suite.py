@@ -39,12 +39,12 @@ def loaded(path: Path) -> LoadedModel:
 
 
 def run_tier5(pytester: pytest.Pytester, model: str, *args: str) -> pytest.RunResult:
-    return pytester.runpytest("--model", model, "-m", "tier5", ONLY_MINE, "-rs", *args)
+    return pytester.runpytest(f"--model={model}", "-m", "tier5", ONLY_MINE, "-rs", *args)
 
 
 def test_tier5_collects_its_checks(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(
-        "--co", "-q", "--model", str(EXAMPLES / "simple_cnn.py"), "-m", "tier5", "--strict-markers"
+        "--co", "-q", f"--model={EXAMPLES / 'simple_cnn.py'}", "-m", "tier5", "--strict-markers"
     )
     result.stdout.fnmatch_lines([f"modeltiers/tier5.py::{name}" for name in TIER5_TESTS])
     assert "modeltiers/tier1.py" not in result.stdout.str()
@@ -289,6 +289,6 @@ def test_a_tampered_reference_fails_with_the_integrity_message(pytester: pytest.
 def test_bad_option_values_are_usage_errors(
     pytester: pytest.Pytester, option: str, value: str, expected: str
 ) -> None:
-    result = pytester.runpytest("--model", str(EXAMPLES / "simple_cnn.py"), option, value)
+    result = pytester.runpytest(f"--model={EXAMPLES / 'simple_cnn.py'}", option, value)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([expected])
