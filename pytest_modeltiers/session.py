@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import functools
 import gc
 import os
 import re
@@ -341,9 +342,7 @@ def _report_reason(report: pytest.TestReport) -> str:
     return text.splitlines()[-1] if text else ""
 
 
-_EXIT_FREEZE = {"registered": False}
-
-
+@functools.cache
 def _freeze_heap_at_exit() -> None:
     """At interpreter exit, freeze the heap so that shutdown's garbage collections skip it.
 
@@ -354,8 +353,6 @@ def _freeze_heap_at_exit() -> None:
     ``__del__`` methods run as before; only garbage already in a reference cycle at exit is
     left to the operating system, and Python never promised to finalise that. ``atexit``
     handlers run only when the interpreter ends, so a process that goes on after
-    ``pytest.main()`` keeps its normal collector. Registered once per process.
+    ``pytest.main()`` keeps its normal collector. Registered once per process (cached).
     """
-    if not _EXIT_FREEZE["registered"]:
-        atexit.register(gc.freeze)
-        _EXIT_FREEZE["registered"] = True
+    atexit.register(gc.freeze)

@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from test_tier1_suite import TIER1_TESTS
 
 try:
     # The model files import these inside pytester's in-process runs, which drop modules first
@@ -28,19 +29,6 @@ except ImportError:  # pragma: no cover - transformers is a test dependency
 else:
     HAVE_TRANSFORMERS = True
 
-TIER1_TESTS = [
-    "test_shape_robustness",
-    "test_output_finite",
-    "test_gradient_flow",
-    "test_output_stability",
-    "test_batch_independence",
-    "test_causal_masking",
-    "test_padding_invariance",
-    "test_input_immutability",
-    "test_parameter_initialization",
-    "test_memory_footprint",
-    "test_inference_speed",
-]
 THIRD_PARTY = Path(__file__).resolve().parents[1] / "fixtures" / "third_party"
 
 CAUSAL_SKIP = "causal masking applies to decoder language models"
