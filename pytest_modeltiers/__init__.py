@@ -2,14 +2,53 @@
 
 Public names are importable from here; each is loaded on first use, so importing the package
 (which every pytest run does through the plugin) costs no torch import.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+
+def _exempt_from_assertion_rewriting(hook: object, packages: tuple[str, ...]) -> None:
+    """Take ``packages`` (and any of their modules marked alone) off the list of modules pytest's
+    assertion-rewriting hook rewrites.
+
+    pytest rewrites every module of a package that declares a ``pytest11`` entry point, as if it
+    were test code: it parses and recompiles each one and caches the result next to the source,
+    so where bytecode cannot be written (``PYTHONDONTWRITEBYTECODE=1``, common in CI images, or a
+    read-only site-packages) that work is repeated by every pytest run. A hook without the
+    marked set (another pytest version, ``--assert=plain``) is left alone.
+    """
+    marked = getattr(hook, "_must_rewrite", None)
+    if not isinstance(marked, set):
+        return
+    prefixes = tuple(f"{package}." for package in packages)
+    marked.difference_update(
+        {name for name in marked if name in packages or name.startswith(prefixes)}
+    )
+    cache = getattr(hook, "_marked_for_rewrite_cache", None)
+    if isinstance(cache, dict):
+        cache.clear()
+
+
+def _active_rewrite_hook() -> object | None:
+    """pytest's assertion-rewriting import hook, when pytest is importing this package."""
+    return next(
+        (finder for finder in sys.meta_path if type(finder).__name__ == "AssertionRewritingHook"),
+        None,
+    )
+
+
+# This package holds no user tests and raises its own assertion messages, so none of its modules
+# needs rewriting: taking it off the list here, before pytest imports the plugin's modules,
+# saves every run (with or without --model) recompiling them where bytecode is not cached.
+_exempt_from_assertion_rewriting(_active_rewrite_hook(), (__name__,))
 
 _EXPORTS = {
     "TaskSpec": "pytest_modeltiers.config.task_spec",

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pytest_modeltiers import fixtures, rootdir_guard
+from pytest_modeltiers import _exempt_from_assertion_rewriting, fixtures, rootdir_guard
 from pytest_modeltiers.options import MODEL_FLAG, OPTIONS
 from pytest_modeltiers.session import SESSION_KEY, ModelTiersSession
 
@@ -92,33 +92,22 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(state, "modeltiers-session")
     if not (config.option.help or config.option.version):
         if state.model_specs:
-            _exempt_libraries_from_assertion_rewriting(config)
+            _exempt_hypothesis_from_assertion_rewriting(config)
         state.start(getattr(config, "workerinput", None))
 
 
-#: Packages pytest marks for assertion rewriting only because they ship a pytest plugin.
-_LIBRARIES_NOT_TO_REWRITE = ("hypothesis", "pytest_modeltiers")
+def _exempt_hypothesis_from_assertion_rewriting(config: pytest.Config) -> None:
+    """Let Hypothesis import as plain Python, not as rewritten test code.
 
-
-def _exempt_libraries_from_assertion_rewriting(config: pytest.Config) -> None:
-    """Let Hypothesis and this package import as plain Python, not as rewritten test code.
-
-    pytest rewrites the asserts of every package that declares a ``pytest11`` entry point. For
-    Hypothesis that is some 120 modules parsed and rewritten when the suites import it, and
-    where bytecode cannot be cached (``PYTHONDONTWRITEBYTECODE=1``, as in many CI images and
-    containers, or a read-only site-packages) that happens on every run: 1.2 s of a 3.8 s tier 1
-    run (benchmarks/bench_tier1.py --no-bytecode-cache). Neither library holds user tests, and
-    the suites raise their own assertion messages, so nothing is lost. Only runs with ``--model``
-    are touched; pytest versions without the hook's marked set are left alone.
+    pytest marks Hypothesis for rewriting because it ships a pytest plugin: some 120 modules
+    parsed and rewritten when the suites import it, and where bytecode cannot be cached that
+    happens on every run: 1.2 s of a 3.8 s tier 1 run (benchmarks/bench_tier1.py
+    --no-bytecode-cache). Hypothesis holds no user tests, so nothing is lost. Only runs with
+    ``--model`` are touched. This package exempts itself when it is imported.
     """
-    hook = getattr(config.pluginmanager, "rewrite_hook", None)
-    marked = getattr(hook, "_must_rewrite", None)
-    if not isinstance(marked, set):
-        return
-    marked.difference_update(_LIBRARIES_NOT_TO_REWRITE)
-    cache = getattr(hook, "_marked_for_rewrite_cache", None)
-    if isinstance(cache, dict):
-        cache.clear()
+    _exempt_from_assertion_rewriting(
+        getattr(config.pluginmanager, "rewrite_hook", None), ("hypothesis",)
+    )
 
 
 def _path_taking_flags(config: pytest.Config) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -280,7 +281,13 @@ import sys
 def test_loaders():
     import hypothesis.strategies
 
-    for name in ("hypothesis", "hypothesis.strategies"):
+    for name in (
+        "hypothesis",
+        "hypothesis.strategies",
+        "pytest_modeltiers.plugin",
+        "pytest_modeltiers.session",
+        "pytest_modeltiers.options",
+    ):
         print(name, "loaded by", type(sys.modules[name].__loader__).__name__)
 """
 
@@ -290,7 +297,8 @@ def test_hypothesis_is_not_assertion_rewritten_in_model_runs(
     pytester: pytest.Pytester, with_model: bool
 ) -> None:
     """With --model, Hypothesis imports as plain Python (its rewriting cost 1.2 s a run without a
-    bytecode cache); without --model, pytest's rewriting is left exactly as it was."""
+    bytecode cache); without --model, pytest's rewriting of it is left exactly as it was. This
+    package's own modules are never rewritten: the plugin's are imported by every pytest run."""
     pytester.makepyfile(test_probe=_LOADER_PROBE)
     args = ["-s", "-p", "no:cacheprovider", "test_probe.py"]
     if with_model:
@@ -299,6 +307,34 @@ def test_hypothesis_is_not_assertion_rewritten_in_model_runs(
     result.assert_outcomes(passed=1)
     expected = "SourceFileLoader" if with_model else "AssertionRewritingHook"
     result.stdout.fnmatch_lines([f"*hypothesis loaded by {expected}"])
+    for module in ("plugin", "session", "options"):
+        result.stdout.fnmatch_lines([f"*pytest_modeltiers.{module} loaded by SourceFileLoader"])
+
+
+@pytest.mark.parametrize("exempt", [True, False])
+def test_this_packages_modules_are_never_assertion_rewritten(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, exempt: bool
+) -> None:
+    """pytest marks a plugin's modules for rewriting; ours take themselves off the list, so no run
+    recompiles them where bytecode is not cached. (An installed package is marked whole; the
+    editable install of this checkout is not, so the plugin is named with -p, which marks it.)"""
+    pytester.makepyfile(
+        test_probe="""
+        import sys
+
+        def test_loader():
+            loader = type(sys.modules["pytest_modeltiers.plugin"].__loader__).__name__
+            print("plugin loaded by", loader)
+        """
+    )
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    if not exempt:  # imported before pytest's hook exists, the package cannot exempt itself
+        pytester.makepyfile(sitecustomize="import pytest_modeltiers")
+        monkeypatch.setenv("PYTHONPATH", str(pytester.path), prepend=os.pathsep)
+    result = pytester.runpytest_subprocess("-s", "-p", "pytest_modeltiers.plugin", "test_probe.py")
+    result.assert_outcomes(passed=1)
+    expected = "SourceFileLoader" if exempt else "AssertionRewritingHook"
+    result.stdout.fnmatch_lines([f"*plugin loaded by {expected}"])
 
 
 def test_the_heap_frozen_for_the_session_is_thawed_after_pytests_last_collection(
