@@ -39,8 +39,10 @@ constraints and runs:
         --peer-python .bench/peer/bin/python --user-python .bench/user/bin/python
 
 Each comparison with the peer is also given per round (the variants of a round run back to
-back, so a slow stretch of a shared machine hits both): the median difference and the number
-of rounds each side was faster.
+back, so a slow stretch of a shared machine hits both): the median difference, the number of
+rounds each side was faster, and a two-sided sign test on that count (the chance of a split at
+least as uneven if neither tool were faster; under 0.05 is a difference the noise of a shared
+machine is unlikely to produce).
 
 Usage:
 
@@ -53,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import resource
@@ -420,15 +423,29 @@ def main() -> int:
 
 
 def compare_with_peer(name: str, ours: list[float], peer: list[float]) -> str:
-    """Per-round comparison: the median of (ours - peer) and who was faster how often."""
+    """Per-round comparison: the median of (ours - peer), who was faster how often, and how
+    likely that split would be if neither tool were faster (a two-sided sign test)."""
     differences = [a - b for a, b in zip(ours, peer, strict=True)]
     faster = sum(d < 0 for d in differences)
+    slower = sum(d > 0 for d in differences)
     median = statistics.median(differences)
     verdict = "faster" if median < 0 else "slower"
     return (
         f"{name} vs {PEER}: {abs(median):.2f} s {verdict} per round (median of "
-        f"{len(differences)} paired rounds; faster in {faster} of {len(differences)})"
+        f"{len(differences)} paired rounds; faster in {faster} of {len(differences)}, "
+        f"sign test p = {sign_test(faster, slower):.3f})"
     )
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: the chance of a split at least this uneven between ``wins``
+    and ``losses`` if each round were a fair coin (ties left out)."""
+    rounds = wins + losses
+    if rounds == 0:
+        return 1.0
+    extreme = min(wins, losses)
+    tail = sum(math.comb(rounds, k) for k in range(extreme + 1)) / 2**rounds
+    return min(1.0, 2 * tail)
 
 
 if __name__ == "__main__":
