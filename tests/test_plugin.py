@@ -281,13 +281,7 @@ import sys
 def test_loaders():
     import hypothesis.strategies
 
-    for name in (
-        "hypothesis",
-        "hypothesis.strategies",
-        "pytest_modeltiers.plugin",
-        "pytest_modeltiers.session",
-        "pytest_modeltiers.options",
-    ):
+    for name in ("hypothesis", "hypothesis.strategies"):
         print(name, "loaded by", type(sys.modules[name].__loader__).__name__)
 """
 
@@ -297,8 +291,7 @@ def test_hypothesis_is_not_assertion_rewritten_in_model_runs(
     pytester: pytest.Pytester, with_model: bool
 ) -> None:
     """With --model, Hypothesis imports as plain Python (its rewriting cost 1.2 s a run without a
-    bytecode cache); without --model, pytest's rewriting of it is left exactly as it was. This
-    package's own modules are never rewritten: the plugin's are imported by every pytest run."""
+    bytecode cache); without --model, pytest's rewriting is left exactly as it was."""
     pytester.makepyfile(test_probe=_LOADER_PROBE)
     args = ["-s", "-p", "no:cacheprovider", "test_probe.py"]
     if with_model:
@@ -307,8 +300,6 @@ def test_hypothesis_is_not_assertion_rewritten_in_model_runs(
     result.assert_outcomes(passed=1)
     expected = "SourceFileLoader" if with_model else "AssertionRewritingHook"
     result.stdout.fnmatch_lines([f"*hypothesis loaded by {expected}"])
-    for module in ("plugin", "session", "options"):
-        result.stdout.fnmatch_lines([f"*pytest_modeltiers.{module} loaded by SourceFileLoader"])
 
 
 @pytest.mark.parametrize("exempt", [True, False])
