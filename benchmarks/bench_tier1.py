@@ -33,9 +33,10 @@ a user installs it, in a venv holding only it and its dependencies; ``--user-pyt
 this project the same way, from a venv where it is installed as a user installs it (``pip
 install .``, not editable, without the test extras, whose pytest plugins load in every run of
 the development venv). ``make bench-peer`` builds both venvs under ``.bench/`` with the pinned
-constraints and runs:
+constraints and runs, once as is and once with ``PYTHONDONTWRITEBYTECODE=1 ...
+--no-bytecode-cache``:
 
-    .venv/bin/python benchmarks/bench_tier1.py --runs 9 \
+    .venv/bin/python benchmarks/bench_tier1.py --runs 15 \
         --peer-python .bench/peer/bin/python --user-python .bench/user/bin/python
 
 Each comparison with the peer is also given per round (the variants of a round run back to

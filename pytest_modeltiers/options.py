@@ -5,7 +5,8 @@ PYTEST_DONT_REWRITE
 Every option has a command-line flag and an ini twin (``modeltiers_*``). The command line wins
 over the ini file, which wins over the default. Values are checked by the option's parser, so a
 bad value is reported with the option's name and the accepted forms before anything runs.
-This module imports only the standard library: it is loaded by every pytest run.
+This module imports only the standard library (and the export package's standard-library
+``formats``): it is loaded by every pytest run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from pytest_modeltiers.export.formats import (
+    DEFAULT_FORMATS,
+    ONNX_EXPORTERS,
+    QUANTIZATION_MODES,
+    parse_formats,
+)
 
 PROFILES = ("fast", "ci", "thorough")
 
@@ -34,19 +42,13 @@ def _parse_timeout(value: str) -> float:
     return seconds
 
 
-def _parse_profile(value: str) -> str:
-    if value not in PROFILES:
-        raise OptionValueError(f"expected one of {', '.join(PROFILES)}, got {value!r}")
-    return value
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise OptionValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
 
-
-_GATES = ("info", "warning", "critical")
-
-
-def _parse_gate(value: str) -> str:
-    if value not in _GATES:
-        raise OptionValueError(f"expected one of {', '.join(_GATES)}, got {value!r}")
-    return value
+    return parse
 
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -110,8 +112,6 @@ def _identity(value: str) -> str:
 
 
 def _parse_export_formats(value: str) -> tuple[str, ...]:
-    from pytest_modeltiers.export.formats import parse_formats
-
     try:
         return parse_formats(value)
     except ValueError as exc:
@@ -126,15 +126,6 @@ def _parse_export_tolerance(value: str) -> str:
     except ToleranceError as exc:
         raise OptionValueError(str(exc)) from None
     return value
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        if value not in choices:
-            raise OptionValueError(f"expected one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    return parse
 
 
 # -- tier 5 parsers -------------------------------------------------------------------------
@@ -288,7 +279,7 @@ OPTIONS: tuple[Option, ...] = (
         "Hypothesis budget: fast, ci (derandomized) or thorough; "
         "default ci when CI=true, else fast",
         metavar="NAME",
-        parse=_parse_profile,
+        parse=_choice(PROFILES),
     ),
     Option(
         ("--modeltiers-timeout",),
@@ -430,7 +421,7 @@ OPTIONS: tuple[Option, ...] = (
         "severity at which test_retraining_triggers fails: info, warning or critical "
         "(default: the policy's gate, critical unless the policy says otherwise)",
         metavar="SEVERITY",
-        parse=_parse_gate,
+        parse=_choice(("info", "warning", "critical")),
     ),
     # -- tier 3/5 storage ----------------------------------------------------------------------
     Option(
@@ -449,7 +440,7 @@ OPTIONS: tuple[Option, ...] = (
         "pytorch (default onnx,torch_export,pytorch)",
         metavar="LIST",
         parse=_parse_export_formats,
-        default=("onnx", "torch_export", "pytorch"),
+        default=DEFAULT_FORMATS,
     ),
     Option(
         ("--export-dir",),
@@ -474,7 +465,7 @@ OPTIONS: tuple[Option, ...] = (
         "int8 model of test_quantized_parity: dynamic (Linear weights), static (calibrated on "
         "the task's data) or none (default dynamic)",
         metavar="MODE",
-        parse=_choice(("dynamic", "static", "none")),
+        parse=_choice(QUANTIZATION_MODES),
         default="dynamic",
     ),
     Option(
@@ -483,7 +474,7 @@ OPTIONS: tuple[Option, ...] = (
         "ONNX exporter: dynamo (torch.onnx.export(dynamo=True)) or legacy (TorchScript-based) "
         "(default dynamo)",
         metavar="NAME",
-        parse=_choice(("dynamo", "legacy")),
+        parse=_choice(ONNX_EXPORTERS),
         default="dynamo",
     ),
     Option(

@@ -37,6 +37,7 @@ from pytest_modeltiers.config._util import (
     str_rule,
 )
 from pytest_modeltiers.errors import ConfigError
+from pytest_modeltiers.export.formats import FORMATS, QUANTIZATION_MODES
 
 __all__ = ["EXAMPLE_MODELS", "TiersRunConfig", "load_tiers_config"]
 
@@ -76,7 +77,7 @@ _EVAL_KEYS = (
 )
 _TIERS = {"1": 1, "3": 3, "4": 4, "5": 5}
 _MODALITIES = ("text", "vision")
-_FORMATS = ("onnx", "torch_export", "torchscript", "pytorch")
+_FORMATS = tuple(FORMATS)
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,7 @@ def _export(block: Any, base: Path, errors: list[str]) -> dict[str, Any]:
     if "quantization" in block:
         # The guide's null means "no quantization"; the plugin's own default is dynamic.
         quantization = block["quantization"] or "none"
-        rule = choice_rule("export.quantization", ("dynamic", "static", "none"), optional=True)
+        rule = choice_rule("export.quantization", QUANTIZATION_MODES, optional=True)
         message = rule(quantization)
         if message:
             errors.append(message)

@@ -371,10 +371,10 @@ collections = []
 
 def _count(phase, info):
     # A collection that starts while a torch module is executing its import.
-    frame = sys._getframe(1)
+    frame = sys._getframe(1) if phase == "start" else None
     while frame is not None:
         code = frame.f_code
-        if phase == "start" and code.co_name == "<module>" and "torch" in code.co_filename:
+        if code.co_name == "<module>" and "torch" in code.co_filename:
             collections.append(info["generation"])
             return
         frame = frame.f_back

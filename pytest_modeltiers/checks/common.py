@@ -6,6 +6,7 @@ PYTEST_DONT_REWRITE
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -99,3 +100,17 @@ def to_device(batch: Batch, device: torch.device | None) -> Batch:
     if device is None:
         return dict(batch)
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def elapsed(start: float) -> float:
+    """Seconds since ``start`` (a ``time.perf_counter()`` reading), never negative."""
+    return max(0.0, time.perf_counter() - start)
+
+
+def unravel_index(flat: int, shape: tuple[int, ...]) -> list[int]:
+    """The index in a tensor of ``shape`` of the element at ``flat`` in its flattened order."""
+    index: list[int] = []
+    for size in reversed(shape):
+        index.append(flat % size)
+        flat //= size
+    return list(reversed(index))

@@ -38,7 +38,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_modeltiers.checks.common import forward_logits, model_device, preserved_model, to_device
+from pytest_modeltiers.checks.common import (
+    elapsed,
+    forward_logits,
+    model_device,
+    preserved_model,
+    to_device,
+)
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.batches import batch_signature
 from pytest_modeltiers.report import CheckResult
@@ -71,10 +77,6 @@ def mismatch(
     return bad, diff
 
 
-def _elapsed(start: float) -> float:
-    return max(0.0, time.perf_counter() - start)
-
-
 def _exception_result(
     check: str, exc: BaseException, what: str, batch: Batch, start: float
 ) -> CheckResult:
@@ -90,7 +92,7 @@ def _exception_result(
             "exception": str(exc),
             "input": batch_signature(batch),
         },
-        duration_seconds=_elapsed(start),
+        duration_seconds=elapsed(start),
     )
 
 
@@ -179,7 +181,7 @@ def check_causal_masking(
             f"the {family} batch needs {key!r} as a Long[B,T] tensor to test causal masking; it "
             f"has {batch_signature(batch)}.",
             {"input": batch_signature(batch)},
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
     length = int(ids.shape[1])
     if not 0 <= position < length:
@@ -237,7 +239,7 @@ def check_causal_masking(
                 f"T={length}), but the model returned logits {list(reference.shape)} for "
                 f"{signature}.",
                 {"logits_shape": list(reference.shape), "input": signature},
-                duration_seconds=_elapsed(start),
+                duration_seconds=elapsed(start),
             )
         mask_key = "attention_mask" if family == "lm" else "decoder_attention_mask"
         real = _real_positions(original.get(mask_key), (rows, length), reference.device)
@@ -267,7 +269,7 @@ def check_causal_masking(
                 f"outputs at {where}s 0..{position} are unchanged (max |diff| {_fmt(max_diff)}) "
                 f"when the tokens after {where} {position} change ({signature}).",
                 details,
-                duration_seconds=_elapsed(start),
+                duration_seconds=elapsed(start),
             )
 
         # Before blaming the mask, make sure the model is deterministic in eval mode: a model
@@ -286,7 +288,7 @@ def check_causal_masking(
                 "judged. Remove randomness from eval mode (dropout applied with "
                 "training=True, random sampling in forward); see test_output_stability.",
                 {**details, "nondeterministic": True},
-                duration_seconds=_elapsed(start),
+                duration_seconds=elapsed(start),
             )
 
     first = leaking[0]
@@ -321,7 +323,7 @@ def check_causal_masking(
         + "Fix: mask attention to the future (F.scaled_dot_product_attention(..., "
         "is_causal=True), or nn.Transformer.generate_square_subsequent_mask(T) as the mask).",
         details,
-        duration_seconds=_elapsed(start),
+        duration_seconds=elapsed(start),
     )
 
 
@@ -419,7 +421,7 @@ def check_padding_invariance(
             "padding invariance needs 'input_ids' as a Long[B,T] tensor; the batch has "
             f"{batch_signature(batch)}.",
             {"input": batch_signature(batch)},
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
     try:
         takes_mask = _takes_attention_mask(model, adapter, batch)
@@ -523,7 +525,7 @@ def check_padding_invariance(
             f"{what} are unchanged (max |diff| {_fmt(max_diff)}) when {pad_used} masked padding "
             f"positions are appended to {signature}.",
             details,
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
     bad_rows = [int(r) for r in torch.nonzero(bad_pos.reshape(rows, -1).any(dim=1)).flatten()]
     details["changed_rows"] = bad_rows
@@ -553,7 +555,7 @@ def check_padding_invariance(
         f"|diff| {_fmt(max_diff)} (tolerance {atol:g} + {rtol:g}*|ref|), input {signature} -> "
         f"{padded_signature}. Likely cause: {cause}",
         details,
-        duration_seconds=_elapsed(start),
+        duration_seconds=elapsed(start),
     )
 
 
@@ -571,5 +573,5 @@ def _shape_failure(
         f"without padding, {list(padded.shape)} with it (expected {expected}); input "
         f"{details['input']} -> {details['padded_input']}.",
         {**details, "shape": list(reference.shape), "padded_shape": list(padded.shape)},
-        duration_seconds=_elapsed(start),
+        duration_seconds=elapsed(start),
     )

@@ -36,7 +36,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_modeltiers.checks.common import describe_exception, forward_logits, preserved_model
+from pytest_modeltiers.checks.common import (
+    describe_exception,
+    elapsed,
+    forward_logits,
+    preserved_model,
+    unravel_index,
+)
 from pytest_modeltiers.errors import AdapterError
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.batches import (
@@ -114,7 +120,7 @@ def compare_close(
             "rtol": rtol,
         }
     flat = int((excess if mismatches else diff).flatten().argmax())
-    worst = [int(i) for i in _unravel(flat, tuple(diff.shape))]
+    worst = unravel_index(flat, tuple(diff.shape))
     return {
         "ok": mismatches == 0,
         "max_abs_diff": float(diff.max()),
@@ -127,20 +133,8 @@ def compare_close(
     }
 
 
-def _unravel(flat: int, shape: tuple[int, ...]) -> list[int]:
-    index: list[int] = []
-    for size in reversed(shape):
-        index.append(flat % size)
-        flat //= size
-    return list(reversed(index))
-
-
 def _now() -> float:
     return time.perf_counter()
-
-
-def _elapsed(start: float) -> float:
-    return max(0.0, time.perf_counter() - start)
 
 
 def _shape(tensor: torch.Tensor) -> list[int]:
@@ -179,7 +173,7 @@ def expected_logits_shape(adapter: TaskAdapter, batch: Batch) -> list[int]:
 
 
 def _failed(name: str, message: str, details: dict[str, Any], start: float) -> CheckResult:
-    return CheckResult.failed(name, TIER, message, details, duration_seconds=_elapsed(start))
+    return CheckResult.failed(name, TIER, message, details, duration_seconds=elapsed(start))
 
 
 def _forward_failure(
@@ -231,7 +225,7 @@ def check_shape_robustness(model: nn.Module, adapter: TaskAdapter, batch: Batch)
             TIER,
             f"cannot work out the expected output shape: {describe_exception(exc)}",
             {"input": signature},
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
     layout = _layout(adapter)
     try:
@@ -266,7 +260,7 @@ def check_shape_robustness(model: nn.Module, adapter: TaskAdapter, batch: Batch)
         TIER,
         f"logits {actual} for input {signature}",
         details,
-        duration_seconds=_elapsed(start),
+        duration_seconds=elapsed(start),
     )
 
 
@@ -329,7 +323,7 @@ def check_output_finite(model: nn.Module, adapter: TaskAdapter, batch: Batch) ->
             TIER,
             f"all {values.numel()} logits finite for input {signature}",
             {"input": signature, "elements": values.numel()},
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
     nan = int(torch.isnan(values).sum())
     pos_inf = int((values == math.inf).sum())
@@ -479,7 +473,7 @@ def check_output_stability(
             f"deterministic and bounded ({stat_text}); collapse not assessed "
             "(fewer than two distinct inputs)",
             details,
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
     across, scale = stats["across_input_std"], stats["scale"]
     if across <= collapse_ratio * scale:
@@ -491,7 +485,7 @@ def check_output_stability(
                 "the output does not depend on the input. This is expected of a "
                 "zero-initialised output layer before training, and a bug otherwise.",
                 details,
-                duration_seconds=_elapsed(start),
+                duration_seconds=elapsed(start),
             )
         return _failed(
             name,
@@ -510,7 +504,7 @@ def check_output_stability(
         f"deterministic, bounded and input-dependent ({stat_text}, across/within ratio "
         f"{stats['ratio']:.3g})",
         details,
-        duration_seconds=_elapsed(start),
+        duration_seconds=elapsed(start),
     )
 
 
@@ -707,7 +701,7 @@ def check_batch_independence(
             TIER,
             f"cannot read the batch size: {exc}",
             {"input": signature},
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
     if size < 2:
         return CheckResult.skipped(
@@ -715,7 +709,7 @@ def check_batch_independence(
             TIER,
             f"batch size 1 ({signature}): nothing to compare; use 2 or more samples",
             {"input": signature},
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
     try:
         batched = _eval_logits(model, adapter, batch)
@@ -769,7 +763,7 @@ def check_batch_independence(
         TIER,
         f"{size} samples alone match the batch (max abs diff {max(per_sample):.3g})",
         details,
-        duration_seconds=_elapsed(start),
+        duration_seconds=elapsed(start),
     )
 
 
@@ -796,7 +790,7 @@ def check_input_immutability(model: nn.Module, adapter: TaskAdapter, batch: Batc
             TIER,
             f"the adapter cannot prepare the batch: {exc}",
             {"input": signature},
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
     checked = sorted(k for k, v in prepared.items() if isinstance(v, torch.Tensor))
     for mode, training in (("eval", False), ("train", True)):
@@ -832,7 +826,7 @@ def check_input_immutability(model: nn.Module, adapter: TaskAdapter, batch: Batc
         TIER,
         f"inputs {checked} unchanged by forward in eval and train mode",
         {"input": signature, "checked": checked},
-        duration_seconds=_elapsed(start),
+        duration_seconds=elapsed(start),
     )
 
 

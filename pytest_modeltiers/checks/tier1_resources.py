@@ -47,7 +47,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from pytest_modeltiers.checks.common import model_device, preserved_model, to_device
+from pytest_modeltiers.checks.common import elapsed, model_device, preserved_model, to_device
+from pytest_modeltiers.export.latency import percentile
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.batches import batch_signature
 from pytest_modeltiers.report import CheckResult
@@ -143,10 +144,6 @@ def _mib(nbytes: float) -> str:
     return f"{nbytes / MIB:.3g} MiB"
 
 
-def _elapsed(start: float) -> float:
-    return max(0.0, time.perf_counter() - start)
-
-
 def _failed_forward(check: str, exc: BaseException, batch: Batch, start: float) -> CheckResult:
     signature = batch_signature(batch)
     return CheckResult.failed(
@@ -155,7 +152,7 @@ def _failed_forward(check: str, exc: BaseException, batch: Batch, start: float) 
         f"forward raised {type(exc).__name__}: {exc} (input: {signature}); nothing could be "
         "measured. Fix the exception first (re-run this input to reproduce it).",
         {"exception_type": type(exc).__name__, "exception": str(exc), "input": signature},
-        duration_seconds=_elapsed(start),
+        duration_seconds=elapsed(start),
     )
 
 
@@ -238,11 +235,9 @@ def check_memory_footprint(
                 else "shrink the model, share weights, or store it in a lower precision."
             ),
             details,
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
-    return CheckResult.passed(
-        MEMORY, TIER, summary + ".", details, duration_seconds=_elapsed(start)
-    )
+    return CheckResult.passed(MEMORY, TIER, summary + ".", details, duration_seconds=elapsed(start))
 
 
 def _cuda_peak(
@@ -261,14 +256,6 @@ def _cuda_peak(
 
 
 # --------------------------------------------------------------------------- speed
-
-
-def _percentile(ordered: list[float], q: float) -> float:
-    """The ``q``-quantile (0..1) of sorted values by linear interpolation (numpy's default)."""
-    position = q * (len(ordered) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def check_inference_speed(
@@ -315,8 +302,8 @@ def check_inference_speed(
             return _failed_forward(SPEED, exc, batch, start)
 
     ordered = sorted(times_ms)
-    median = _percentile(ordered, 0.5)
-    p95 = _percentile(ordered, 0.95)
+    median = percentile(ordered, 0.5)
+    p95 = percentile(ordered, 0.95)
     size = _batch_size(adapter, batch)
     throughput = size / (median / 1000.0) if median > 0 else math.inf
     details: dict[str, Any] = {
@@ -345,6 +332,6 @@ def check_inference_speed(
             f"{median - budget_ms:.3g} ms. Profile the forward (torch.profiler) or reduce "
             "the batch, sequence length or model size.",
             details,
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
-    return CheckResult.passed(SPEED, TIER, summary + ".", details, duration_seconds=_elapsed(start))
+    return CheckResult.passed(SPEED, TIER, summary + ".", details, duration_seconds=elapsed(start))

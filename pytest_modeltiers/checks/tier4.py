@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from pytest_modeltiers.checks.common import describe_exception
+from pytest_modeltiers.checks.common import describe_exception, elapsed
 from pytest_modeltiers.export.cache import ExportOutcome
 from pytest_modeltiers.export.formats import ArtifactError, ExportError
 from pytest_modeltiers.export.latency import time_interleaved
@@ -53,10 +53,6 @@ QUANTIZED = "test_quantized_parity"
 HEALTH = "test_export_health"
 
 Inputs = dict[str, torch.Tensor]
-
-
-def _elapsed(start: float) -> float:
-    return max(0.0, time.perf_counter() - start)
 
 
 def _kb(nbytes: int) -> str:
@@ -245,7 +241,7 @@ class ParitySweep:
                 "parity cannot be judged where the model fails (see tier 1's "
                 "test_shape_robustness)",
                 {**base, "exception": describe_exception(exc), **self._sweep()},
-                duration_seconds=_elapsed(start),
+                duration_seconds=elapsed(start),
             )
         try:
             output = self.run_artifact(inputs)
@@ -259,7 +255,7 @@ class ParitySweep:
                 "(positions from a Python int of the length, a reshape with literal sizes, "
                 "the legacy ONNX exporter's nn.MultiheadAttention).",
                 {**base, "exception": describe_exception(exc), **self._sweep()},
-                duration_seconds=_elapsed(start),
+                duration_seconds=elapsed(start),
             )
         if tuple(output.shape) != tuple(reference.shape):
             return CheckResult.failed(
@@ -275,7 +271,7 @@ class ParitySweep:
                     "eager_shape": list(reference.shape),
                     **self._sweep(),
                 },
-                duration_seconds=_elapsed(start),
+                duration_seconds=elapsed(start),
             )
         dtype = str(reference.dtype).removeprefix("torch.")
         tolerance = self.tolerance_for(dtype)
@@ -312,14 +308,14 @@ class ParitySweep:
                 f"{tolerance.describe()}; worst over {len(self.shapes)} shape(s): "
                 f"{_pretty(self.worst_abs[0])} at {self.worst_abs[1]}.",
                 details,
-                duration_seconds=_elapsed(start),
+                duration_seconds=elapsed(start),
             )
         return CheckResult.failed(
             name,
             TIER,
             self._failure_text(shape, stats, tolerance),
             details,
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
 
     def _failure_text(self, shape: str, stats: Any, tolerance: Tolerance) -> str:
@@ -431,7 +427,7 @@ def check_export_latency(
             TIER,
             f"over the latency budget of {budget_ms:g} ms: {'; '.join(over)}. {text}",
             details,
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
     if unrunnable:
         listed = "; ".join(f"{fmt} {why}" for fmt, why in unrunnable.items())
@@ -441,9 +437,9 @@ def check_export_latency(
             f"{text}; not timed where the artifact cannot run: {listed} (test_export_parity "
             "reports those shapes)",
             details,
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
-    return CheckResult.passed(LATENCY, TIER, text, details, duration_seconds=_elapsed(start))
+    return CheckResult.passed(LATENCY, TIER, text, details, duration_seconds=elapsed(start))
 
 
 # --------------------------------------------------------------------------- health

@@ -23,19 +23,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from pytest_modeltiers.errors import ModelTiersError
 from pytest_modeltiers.export.exporters import (
     ExportedArtifact,
     export_format,
     metadata_dict,
+    needs_program,
     trace_program,
     write_metadata,
 )
-from pytest_modeltiers.export.formats import ArtifactError, ExportError
+from pytest_modeltiers.export.formats import ExportError
 from pytest_modeltiers.export.runtime import ArtifactRunner, load_artifact
 from pytest_modeltiers.export.signature import ExportSignature, build_signature
 from pytest_modeltiers.export.tolerances import ToleranceTable
-from pytest_modeltiers.timeouts import ModelTimeoutError, call_with_timeout
+from pytest_modeltiers.timeouts import call_with_timeout
 
 if TYPE_CHECKING:
     from pytest_modeltiers.config.task_spec import TaskSpec
@@ -174,11 +174,6 @@ class ExportCache:
 
     # -- exports ------------------------------------------------------------------------------
 
-    @property
-    def outcomes(self) -> dict[str, ExportOutcome]:
-        """The outcomes made so far, by format."""
-        return dict(self._outcomes)
-
     def outcome(self, fmt: str) -> ExportOutcome:
         """Export ``fmt`` (first call) and return its outcome; never raises for the model."""
         if fmt not in self._outcomes:
@@ -197,7 +192,7 @@ class ExportCache:
         try:
             signature, tensors = self._traced_inputs()
             program = None
-            if fmt == "torch_export" or (fmt == "onnx" and self.onnx_exporter == "dynamo"):
+            if needs_program(fmt, self.onnx_exporter):
                 try:
                     program = self.program()
                 except ExportError:
@@ -219,10 +214,7 @@ class ExportCache:
                 ),
             )
             outcome.runner = self.load(fmt, outcome.artifact)
-        except (ExportError, ArtifactError, ModelTimeoutError) as exc:
-            outcome.error = exc
-            return outcome
-        except Exception as exc:  # the model or adapter failed before any exporter ran
+        except Exception as exc:  # an exporter's, a loader's, the model's or the adapter's
             outcome.error = exc
             return outcome
         try:
@@ -302,6 +294,6 @@ class ExportCache:
             outcome.runner = self.load("quantized", outcome.artifact)
         except QuantizationUnavailable as exc:
             outcome.unavailable = str(exc)
-        except (ModelTiersError, Exception) as exc:
+        except Exception as exc:
             outcome.error = exc
         return outcome

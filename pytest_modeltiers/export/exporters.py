@@ -28,6 +28,7 @@ the export succeeded, so a failed or interrupted export never leaves a partial a
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -108,6 +109,12 @@ class ExportedArtifact:
     @property
     def bytes(self) -> int:
         return sum(f.stat().st_size for f in self.files if f.is_file())
+
+    @functools.cached_property
+    def file_digests(self) -> dict[Path, tuple[str, int]]:
+        """SHA-256 and size of each file, computed once: an artifact is complete when it is
+        made, and ``metadata.json`` is rewritten after every later export."""
+        return {f: (file_sha256(f), f.stat().st_size) for f in self.files}
 
 
 def file_sha256(path: Path) -> str:
@@ -215,7 +222,10 @@ def inspect_onnx(path: Path, signature: ExportSignature | None = None) -> dict[s
     """
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
+    return _inspect_proto(onnx.load(str(path), load_external_data=False), signature)
+
+
+def _inspect_proto(proto: Any, signature: ExportSignature | None) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for node in proto.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
@@ -280,12 +290,13 @@ def export_onnx(
                     )
                 else:
                     source: Any = program if program is not None else wrapper
+                    shapes = None if program is not None else signature.torch_dynamic_shapes()
                     torch.onnx.export(
                         source,
                         tuple(tensors),
                         str(stage / name),
                         dynamo=True,
-                        dynamic_shapes=None if program is not None else _onnx_shapes(signature),
+                        dynamic_shapes=shapes,
                         input_names=list(signature.names),
                         output_names=[signature.output_name],
                         opset_version=opset,
@@ -294,29 +305,37 @@ def export_onnx(
                     )
             except Exception as exc:
                 raise _failure("onnx", exc, log) from exc
-        _name_axes(stage / name, signature)
-        details = inspect_onnx(stage / name, signature)
+        details = _name_axes_and_inspect(stage / name, signature)
         details["exporter"] = exporter
         details["from_torch_export_program"] = program is not None and exporter == "dynamo"
         if details["fixed_dims"]:
             raise _fixed_dims_error(details, log)
-    files = tuple(directory / f.name for f in sorted(directory.glob(name + "*")))
+    files = tuple(sorted(directory.glob(name + "*"))) if external else (directory / name,)
     return ExportedArtifact(
         "onnx",
         directory / name,
         signature,
         time.perf_counter() - start,
-        files=files if external else (directory / name,),
+        files=files,
         details=details,
     )
 
 
-def _name_axes(path: Path, signature: ExportSignature) -> None:
-    """Give the graph's symbolic dimensions the signature's axis names (``batch``,
-    ``sequence``) instead of the shape environment's ``s21``, everywhere they appear."""
+def _name_axes_and_inspect(path: Path, signature: ExportSignature) -> dict[str, Any]:
+    """Name the file's symbolic dimensions after the signature's axes, then inspect it: one
+    parse of the file (which holds the weights unless they are external) for both."""
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
+    if _name_axes(proto, signature):
+        onnx.save(proto, str(path))
+    return _inspect_proto(proto, signature)
+
+
+def _name_axes(proto: Any, signature: ExportSignature) -> bool:
+    """Give the graph's symbolic dimensions the signature's axis names (``batch``,
+    ``sequence``) instead of the shape environment's ``s21``, everywhere they appear; whether
+    anything was renamed."""
     names: dict[str, str] = {}
     by_name = {value.name: value for value in proto.graph.input}
     for spec in signature.inputs:
@@ -328,16 +347,12 @@ def _name_axes(path: Path, signature: ExportSignature) -> None:
             if dim < len(dims) and dims[dim].dim_param:
                 names.setdefault(dims[dim].dim_param, axis)
     if not names or all(symbol == axis for symbol, axis in names.items()):
-        return
+        return False
     for value in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param in names:
                 dim.dim_param = names[dim.dim_param]
-    onnx.save(proto, str(path))
-
-
-def _onnx_shapes(signature: ExportSignature) -> tuple[Any, ...]:
-    return signature.torch_dynamic_shapes()
+    return True
 
 
 def _fixed_dims_error(details: Mapping[str, Any], log: ExporterLog | None) -> ExportError:
@@ -545,7 +560,9 @@ def _legacy_onnx_fallback(
 # --------------------------------------------------------------------------- metadata
 
 
+@functools.cache
 def _versions() -> dict[str, str | None]:
+    """The versions ``metadata.json`` records (looked up once a process)."""
     from pytest_modeltiers import __version__
     from pytest_modeltiers.report.environment import collect_environment, distribution_version
 
@@ -575,8 +592,8 @@ def metadata_dict(
 
     def entry(artifact: ExportedArtifact) -> dict[str, Any]:
         files = {
-            str(f.relative_to(directory)): {"sha256": file_sha256(f), "bytes": f.stat().st_size}
-            for f in artifact.files
+            str(f.relative_to(directory)): {"sha256": digest, "bytes": size}
+            for f, (digest, size) in artifact.file_digests.items()
         }
         return {
             "file": str(artifact.path.relative_to(directory)),
@@ -602,7 +619,7 @@ def metadata_dict(
             "num_classes": task.num_classes,
             "image_size": list(task.image_size) if task.image_size else None,
         },
-        "framework_versions": _versions(),
+        "framework_versions": dict(_versions()),
         "signature": signature.to_dict(),
         "formats": {fmt: entry(artifact) for fmt, artifact in artifacts.items()},
         "quantization": None,
@@ -627,6 +644,12 @@ def write_metadata(directory: Path, data: Mapping[str, Any]) -> Path:
 
 
 # --------------------------------------------------------------------------- export_model
+
+
+def needs_program(fmt: str, onnx_exporter: str) -> bool:
+    """Whether exporting ``fmt`` uses the ``torch.export`` program: ``torch_export`` saves it,
+    and the dynamo ONNX exporter starts from it (and exports on its own when tracing fails)."""
+    return fmt == "torch_export" or (fmt == "onnx" and onnx_exporter == "dynamo")
 
 
 @dataclass
@@ -672,7 +695,7 @@ def export_all(
     def bounded(what: str, fn: Any) -> Any:
         return fn() if timeout is None else call_with_timeout(fn, timeout, what)
 
-    if "torch_export" in formats or ("onnx" in formats and onnx_exporter == "dynamo"):
+    if any(needs_program(fmt, onnx_exporter) for fmt in formats):
         try:
             program = bounded(
                 "torch.export", lambda: trace_program(model, adapter, signature, tensors)

@@ -44,21 +44,17 @@ __all__ = [
 
 @dataclass(frozen=True)
 class FormatInfo:
-    """One export format: its name, artifact file and a one-line description."""
+    """One export format: its name and artifact file (the module docstring describes each)."""
 
     name: str
     filename: str
-    description: str
-    legacy: bool = False
 
 
 FORMATS: dict[str, FormatInfo] = {
-    "onnx": FormatInfo("onnx", "model.onnx", "ONNX (dynamo exporter), run with onnxruntime"),
-    "torch_export": FormatInfo("torch_export", "model.pt2", "torch.export program (.pt2)"),
-    "torchscript": FormatInfo(
-        "torchscript", "model.torchscript.pt", "TorchScript (trace, script fallback)", legacy=True
-    ),
-    "pytorch": FormatInfo("pytorch", "model.safetensors", "state dict as safetensors"),
+    "onnx": FormatInfo("onnx", "model.onnx"),
+    "torch_export": FormatInfo("torch_export", "model.pt2"),
+    "torchscript": FormatInfo("torchscript", "model.torchscript.pt"),
+    "pytorch": FormatInfo("pytorch", "model.safetensors"),
 }
 DEFAULT_FORMATS: tuple[str, ...] = ("onnx", "torch_export", "pytorch")
 QUANTIZED_FILE = "model.int8.torchscript.pt"

@@ -41,9 +41,10 @@ import torch
 from torch import nn
 
 from pytest_modeltiers.atomic import atomic_write_text
-from pytest_modeltiers.checks.common import describe_exception, preserved_model
+from pytest_modeltiers.checks.common import describe_exception, elapsed, preserved_model
 from pytest_modeltiers.export.formats import FORMATS, QUANTIZED_FILE, ArtifactError, find_artifact
 from pytest_modeltiers.report import CheckResult, CheckStatus
+from pytest_modeltiers.report.health_report import summarize
 
 if TYPE_CHECKING:
     from pytest_modeltiers.config.task_spec import TaskSpec
@@ -97,11 +98,9 @@ class ExportHealthReport:
 
     @property
     def summary(self) -> dict[str, int]:
-        counts = {status.value: 0 for status in CheckStatus}
-        for check in self._checks:
-            counts[check.status.value] += 1
+        counts = summarize(self._checks)
         return {
-            "total": len(self._checks),
+            "total": counts["total"],
             "passed": counts["passed"],
             "warnings": counts["warning"],
             "failed": counts["failed"],
@@ -111,11 +110,9 @@ class ExportHealthReport:
 
     @property
     def health_score(self) -> float | None:
-        summary = self.summary
-        scored = summary["total"] - summary["skipped"]
-        if scored == 0:
-            return None
-        return round((summary["passed"] + 0.5 * summary["warnings"]) / scored * 100, 1)
+        """The session report's score (``report.compute_health_score``), to one decimal."""
+        score = summarize(self._checks)["health_score"]
+        return None if score is None else round(score, 1)
 
     @property
     def all_passed(self) -> bool:
@@ -243,13 +240,6 @@ def _markdown(data: Mapping[str, Any]) -> str:
         + " |",
         "",
     ]
-    markers = {
-        "passed": "PASS",
-        "warning": "WARN",
-        "failed": "FAIL",
-        "error": "ERROR",
-        "skipped": "SKIP",
-    }
     for title, statuses in (("Failed checks", ("failed", "error")), ("Warnings", ("warning",))):
         chosen = [c for c in data["checks"] if c["status"] in statuses]
         if not chosen:
@@ -274,7 +264,7 @@ def _markdown(data: Mapping[str, Any]) -> str:
     lines += ["## All checks", "", "| status | check | message |", "|---|---|---|"]
     for check in data["checks"]:
         lines.append(
-            f"| {markers[check['status']]} | {check['check_name']} | "
+            f"| {CheckStatus(check['status']).marker} | {check['check_name']} | "
             f"{_md_cell(check['message'] or '-')} |"
         )
     lines += ["", "## Recommendations", ""]
@@ -283,10 +273,6 @@ def _markdown(data: Mapping[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- the checker
-
-
-def _elapsed(start: float) -> float:
-    return max(0.0, time.perf_counter() - start)
 
 
 class ExportHealthChecker:
@@ -406,14 +392,14 @@ class ExportHealthChecker:
                 f"({', '.join(stochastic[:5])}); every artifact is exported in eval mode, so it "
                 "behaves like model.eval(), not like the model as handed over",
                 details,
-                duration_seconds=_elapsed(start),
+                duration_seconds=elapsed(start),
             )
         return CheckResult.passed(
             name,
             TIER,
             f"{details['total_modules']} modules, {len(counts)} module types",
             details,
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
 
     def parameter_validation(self) -> CheckResult:
@@ -456,14 +442,14 @@ class ExportHealthChecker:
                 f"{len(bad)} tensor(s) hold NaN/Inf ({nan} NaN, {inf} Inf): "
                 f"{', '.join(bad[:5])}; every artifact would carry them",
                 details,
-                duration_seconds=_elapsed(start),
+                duration_seconds=elapsed(start),
             )
         return CheckResult.passed(
             name,
             TIER,
             f"{details['total_params']:,} parameters, all finite",
             details,
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
 
     def _logits(self, batch: Mapping[str, Any]) -> torch.Tensor:
@@ -487,7 +473,7 @@ class ExportHealthChecker:
                 TIER,
                 f"the forward pass raised {describe_exception(exc)}",
                 {"exception": describe_exception(exc)},
-                duration_seconds=_elapsed(start),
+                duration_seconds=elapsed(start),
             )
         actual = list(logits.shape)
         details = {
@@ -503,14 +489,14 @@ class ExportHealthChecker:
                 f"logits {actual} do not follow the task contract {expected} "
                 f"({self.task.family} task {self.task.name}); an artifact would ship that shape",
                 details,
-                duration_seconds=_elapsed(start),
+                duration_seconds=elapsed(start),
             )
         return CheckResult.passed(
             name,
             TIER,
             f"logits {actual} as the task expects",
             details,
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
 
     def memory_requirements(self) -> CheckResult:
@@ -522,7 +508,7 @@ class ExportHealthChecker:
         details = dict(measured.details)
         if measured.status is not CheckStatus.PASSED:
             return CheckResult.failed(
-                name, TIER, measured.message, details, duration_seconds=_elapsed(start)
+                name, TIER, measured.message, details, duration_seconds=elapsed(start)
             )
         total_mb = details["total_bytes"] / MIB
         details["parameter_memory_mb"] = details["param_bytes"] / MIB
@@ -533,10 +519,10 @@ class ExportHealthChecker:
                 TIER,
                 f"{measured.message} exceeds {self.memory_warning_mb:g} MiB",
                 details,
-                duration_seconds=_elapsed(start),
+                duration_seconds=elapsed(start),
             )
         return CheckResult.passed(
-            name, TIER, measured.message, details, duration_seconds=_elapsed(start)
+            name, TIER, measured.message, details, duration_seconds=elapsed(start)
         )
 
     def forward_pass_validation(self) -> CheckResult:
@@ -561,7 +547,7 @@ class ExportHealthChecker:
         details = {"test_results": results}
         if problems:
             return CheckResult.failed(
-                name, TIER, "; ".join(problems), details, duration_seconds=_elapsed(start)
+                name, TIER, "; ".join(problems), details, duration_seconds=elapsed(start)
             )
         sizes = ", ".join(str(s) for s in self.batch_sizes)
         return CheckResult.passed(
@@ -569,7 +555,7 @@ class ExportHealthChecker:
             TIER,
             f"finite logits at batch sizes {sizes}",
             details,
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
 
     # -- stage 2 -------------------------------------------------------------------------------
@@ -616,7 +602,7 @@ class ExportHealthChecker:
                     TIER,
                     f"no {filename} in {directory} (nor in its artifacts/ folder)",
                     {"format": fmt},
-                    duration_seconds=_elapsed(start),
+                    duration_seconds=elapsed(start),
                 ),
                 None,
             )
@@ -665,7 +651,7 @@ class ExportHealthChecker:
         if problems:
             return (
                 CheckResult.failed(
-                    name, TIER, "; ".join(problems), details, duration_seconds=_elapsed(start)
+                    name, TIER, "; ".join(problems), details, duration_seconds=elapsed(start)
                 ),
                 None,
             )
@@ -675,7 +661,7 @@ class ExportHealthChecker:
                 TIER,
                 f"{path.name} loads and runs the export example ({details['output_shape']})",
                 details,
-                duration_seconds=_elapsed(start),
+                duration_seconds=elapsed(start),
             ),
             runner,
         )
@@ -726,11 +712,10 @@ class ExportHealthChecker:
             if v.is_floating_point() and not bool(torch.isfinite(v).all())
         )
         unique_live = sum(p.numel() for p in self.model.parameters())
+        parameter_names = dict(self.model.named_parameters())
         details.update(
             num_keys=len(stored),
-            total_params=sum(
-                v.numel() for k, v in stored.items() if k in dict(self.model.named_parameters())
-            ),
+            total_params=sum(v.numel() for k, v in stored.items() if k in parameter_names),
             live_params=unique_live,
             missing_keys=missing[:20],
             unexpected_keys=unexpected[:20],
@@ -822,14 +807,14 @@ class ExportHealthChecker:
                 TIER,
                 f"{fmt} differs from PyTorch: " + "; ".join(problems),
                 details,
-                duration_seconds=_elapsed(start),
+                duration_seconds=elapsed(start),
             )
         return CheckResult.passed(
             name,
             TIER,
             f"{fmt} matches PyTorch at {len(per_shape)} shapes (max abs error {worst_abs:.3g})",
             details,
-            duration_seconds=_elapsed(start),
+            duration_seconds=elapsed(start),
         )
 
     def performance_benchmark(
@@ -854,7 +839,7 @@ class ExportHealthChecker:
                 name,
                 TIER,
                 f"timing raised {describe_exception(exc)}",
-                duration_seconds=_elapsed(start),
+                duration_seconds=elapsed(start),
             )
         eager = timings["pytorch_eager"]["median_ms"]
         details: dict[str, Any] = {"input": signature.shape_of(inputs)}
@@ -874,9 +859,9 @@ class ExportHealthChecker:
                 TIER,
                 text + "; no artifact could be timed",
                 details,
-                duration_seconds=_elapsed(start),
+                duration_seconds=elapsed(start),
             )
-        return CheckResult.passed(name, TIER, text, details, duration_seconds=_elapsed(start))
+        return CheckResult.passed(name, TIER, text, details, duration_seconds=elapsed(start))
 
 
 def _shared_names(model: nn.Module) -> set[str]:

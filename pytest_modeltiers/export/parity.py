@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from pytest_modeltiers.checks.common import unravel_index
 from pytest_modeltiers.export.tolerances import Tolerance
 
 __all__ = ["ParityStats", "compare_outputs"]
@@ -65,14 +66,6 @@ def _kth_largest(values: torch.Tensor, k: int) -> float:
     if values.numel() == 0 or k >= values.numel():
         return 0.0
     return float(torch.topk(values.flatten(), k + 1).values[-1])
-
-
-def _unravel(flat: int, shape: tuple[int, ...]) -> list[int]:
-    index: list[int] = []
-    for size in reversed(shape):
-        index.append(flat % size)
-        flat //= size
-    return list(reversed(index))
 
 
 def compare_outputs(
@@ -125,7 +118,7 @@ def compare_outputs(
         allowed_mismatches=allowed_mismatches,
         min_atol=_kth_largest(need_atol, allowed_mismatches),
         min_rtol=_kth_largest(need_rtol, allowed_mismatches),
-        worst_index=_unravel(flat, tuple(b.shape)),
+        worst_index=unravel_index(flat, tuple(b.shape)),
         worst_values=[float(a.flatten()[flat]), float(b.flatten()[flat])],
         top1_agreement=top1,
         ok=ok,

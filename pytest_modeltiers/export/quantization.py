@@ -119,7 +119,8 @@ def _dynamic(model: nn.Module, engine: str) -> QuantizedModel:
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantized = quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
+        # Not in place: quantize_dynamic converts an eval-mode copy; the user's model is untouched.
+        quantized = quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
     layers = _quantized_layers(quantized)
     if not layers:
         raise QuantizationUnavailable(
@@ -154,8 +155,7 @@ def _static(
     plan = adapter.call_plan(model, prepared_example, task)
     ordered = ([plan.positional] if plan.positional else []) + list(plan.keywords)
     example_inputs = tuple(prepared_example[name] for name in ordered)
-    with warnings.catch_warnings(), quiet_exporter():
-        warnings.simplefilter("ignore")
+    with quiet_exporter():
         try:
             prepared = prepare_fx(
                 copy.deepcopy(model).eval(),
@@ -207,15 +207,13 @@ def export_quantized(
     start = time.perf_counter()
     wrapper = ExportWrapper(quantized.module, adapter, signature)
     with _staged(directory, "quantized") as stage, quiet_exporter():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                traced = torch.jit.trace(wrapper, tuple(tensors), check_trace=False, strict=False)
-            except Exception as exc:
-                raise ExportError(
-                    "quantized",
-                    f"tracing the {quantized.mode} int8 model failed: {describe_exception(exc)}",
-                ) from exc
+        try:
+            traced = torch.jit.trace(wrapper, tuple(tensors), check_trace=False, strict=False)
+        except Exception as exc:
+            raise ExportError(
+                "quantized",
+                f"tracing the {quantized.mode} int8 model failed: {describe_exception(exc)}",
+            ) from exc
         ops = sorted({node.kind() for node in traced.inlined_graph.nodes()})
         int8_ops = [op for op in ops if op.startswith("quantized::")]
         if not int8_ops:

@@ -38,7 +38,6 @@ from torch import nn
 
 from pytest_modeltiers.export.exporters import METADATA_FILE, file_sha256
 from pytest_modeltiers.export.formats import (
-    ARTIFACTS_DIR,
     FORMATS,
     QUANTIZED_FILE,
     ArtifactError,
@@ -46,7 +45,6 @@ from pytest_modeltiers.export.formats import (
     format_info,
 )
 from pytest_modeltiers.export.signature import ExportSignature, ExportWrapper
-from pytest_modeltiers.models.outputs import extract_logits
 
 if TYPE_CHECKING:
     from pytest_modeltiers.models.adapters import TaskAdapter
@@ -162,20 +160,14 @@ class TorchScriptRunner(ArtifactRunner):
         except Exception as exc:
             raise _unloadable(fmt, path, exc) from exc
         self.module.eval()
-        self.mode = mode
-        self.adapter = adapter
+        # A traced module takes the artifact's tensors and returns the logits; a scripted one
+        # is the model itself, called the way the adapter calls it.
+        scripted = mode != "trace"
+        self._call = ExportWrapper(self.module, adapter, signature) if scripted else self.module
 
     def _run(self, tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        if self.mode == "trace":
-            return self.module(*tensors)
-        batch = dict(zip(self.signature.names, tensors, strict=True))
-        positional = self.signature.positional
-        args = () if positional is None else (batch[positional],)
-        kwargs = {k: v for k, v in batch.items() if k != positional}
-        outputs = self.module(*args, **kwargs)
-        if self.adapter is not None:
-            return self.adapter.get_logits(outputs, self.adapter.task, batch=batch)
-        return extract_logits(outputs)
+        result: torch.Tensor = self._call(*tensors)
+        return result
 
 
 def _poison(model: nn.Module) -> nn.Module:
@@ -230,7 +222,6 @@ class StateDictRunner(ArtifactRunner):
                 f"{', '.join(unexpected[:8]) or 'none'}. The file was saved from another "
                 "model (or version); export it again from this one."
             )
-        self.missing, self.unexpected = missing, unexpected
         self.model = model.eval()
         self.wrapper = ExportWrapper(self.model, adapter, signature)
 
@@ -409,9 +400,3 @@ def load_exported_model(
         torchscript_mode=mode,
     )
     return ExportedModel(runner, metadata)
-
-
-def artifacts_dir(directory: Path) -> Path:
-    """Where artifacts of ``directory`` live: ``artifacts/`` in a bundle, else the directory."""
-    candidate = directory / ARTIFACTS_DIR
-    return candidate if candidate.is_dir() else directory

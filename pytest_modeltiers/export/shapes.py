@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hypothesis import strategies as st
-
 from pytest_modeltiers.export.signature import ExportSignature
 from pytest_modeltiers.models.batches import make_batch
 
 if TYPE_CHECKING:
+    from hypothesis import strategies as st
+
     from pytest_modeltiers.config.task_spec import TaskSpec
     from pytest_modeltiers.models.adapters import TaskAdapter
 
@@ -108,7 +108,12 @@ def fixed_sweep(task: TaskSpec, signature: ExportSignature, max_batch: int) -> l
 def shape_strategy(
     task: TaskSpec, signature: ExportSignature, max_batch: int
 ) -> st.SearchStrategy[SweepShape]:
-    """Shapes drawn uniformly across the task's ranges (shrinking towards the smallest)."""
+    """Shapes drawn uniformly across the task's ranges (shrinking towards the smallest).
+
+    Hypothesis is imported here, not with the module: the library and CLI paths that use only
+    the fixed sweep draw nothing."""
+    from hypothesis import strategies as st
+
     batch = st.integers(1, max(1, max_batch))
     if task.family == "vision":
         image = signature.ranges.get("height")

@@ -22,6 +22,7 @@ the task allows it) so that no exporter specialises a dimension to 1 (torch.expo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,8 +30,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from pytest_modeltiers.checks.common import preserved_model
 from pytest_modeltiers.errors import AdapterError
 from pytest_modeltiers.models.batches import make_batch
+from pytest_modeltiers.models.outputs import extract_logits
 
 if TYPE_CHECKING:
     from pytest_modeltiers.config.task_spec import TaskSpec
@@ -176,10 +179,13 @@ class ExportWrapper(nn.Module):
 
     ``forward(*inputs)`` takes the tensors in ``signature.names`` order, calls the model the way
     the adapter does (positional primary input, keyword arguments) and returns
-    ``adapter.get_logits``.
+    ``adapter.get_logits`` (without an adapter, the generic ``extract_logits``: a scripted
+    artifact loaded on its own).
     """
 
-    def __init__(self, model: nn.Module, adapter: TaskAdapter, signature: ExportSignature):
+    def __init__(
+        self, model: nn.Module, adapter: TaskAdapter | None, signature: ExportSignature
+    ) -> None:
         super().__init__()
         self.model = model
         self._adapter = adapter
@@ -191,6 +197,8 @@ class ExportWrapper(nn.Module):
         args = () if self._positional is None else (batch[self._positional],)
         kwargs = {name: batch[name] for name in self._names if name != self._positional}
         outputs = self.model(*args, **kwargs)
+        if self._adapter is None:
+            return extract_logits(outputs)
         return self._adapter.get_logits(outputs, self._adapter.task, batch=batch)
 
 
@@ -295,20 +303,10 @@ def build_signature(
         family=task.family, inputs=tuple(inputs), positional=plan.positional, ranges=_ranges(task)
     )
     tensors = signature.select(prepared)
-    wrapper = ExportWrapper(model, adapter, signature)
-    was_training = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        with torch.no_grad():
-            logits = wrapper(*tensors)
-    finally:
-        for module, mode in was_training:
-            module.training = mode
-    signature = ExportSignature(
-        family=signature.family,
-        inputs=signature.inputs,
-        positional=signature.positional,
-        ranges=signature.ranges,
+    with preserved_model(model, training=False), torch.no_grad():
+        logits = ExportWrapper(model, adapter, signature)(*tensors)
+    signature = dataclasses.replace(
+        signature,
         output_shape=tuple(int(d) for d in logits.shape),
         output_dtype=_dtype_name(logits.dtype),
     )

@@ -28,14 +28,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
 from pytest_modeltiers.export.formats import DEFAULT_FORMATS
 from pytest_modeltiers.report import CheckResult, CheckStatus
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from pytest_modeltiers.config.task_spec import TaskSpec
-    from pytest_modeltiers.export.tolerances import ToleranceTable
+    from pytest_modeltiers.export.tolerances import Tolerance, ToleranceTable
     from pytest_modeltiers.models.adapters import TaskAdapter
 
 __all__ = ["run_export_validation", "tier4_summary"]
@@ -159,6 +159,30 @@ def run_export_validation(
         quantization=quantization or "none",
         model=reference,
     )
+
+    @functools.cache
+    def sweep_batches() -> list[dict[str, Any]]:
+        # After the first export: the shapes follow the traced signature.
+        shapes = fixed_sweep(task_spec, cache.signature, max_batch)
+        return [sweep_batch(task_spec, shape, seed=i) for i, shape in enumerate(shapes)]
+
+    def parity(
+        label: str,
+        check_name: str,
+        tolerance_for: Callable[[str], Tolerance],
+        runner: Callable[[Mapping[str, Any]], Any],
+    ) -> CheckResult:
+        sweep = tier4.ParitySweep(
+            label,
+            check_name,
+            cache.signature,
+            tolerance_for,
+            run_artifact=runner,
+            run_eager=cache.reference,
+            prepare=lambda batch: adapter.prepare_inputs(batch, task_spec),
+        )
+        return _sweep(sweep, sweep_batches())
+
     results: list[CheckResult] = []
     runners = {}
     missing = {}
@@ -169,23 +193,8 @@ def run_export_validation(
             missing[fmt] = f"test_export[{fmt}] failed"
             continue
         runners[fmt] = outcome.runner
-        results.append(
-            _sweep(
-                tier4.ParitySweep(
-                    fmt,
-                    f"{tier4.PARITY}[{fmt}]",
-                    cache.signature,
-                    functools.partial(cache.tolerances.get, fmt),
-                    run_artifact=outcome.runner,
-                    run_eager=cache.reference,
-                    prepare=lambda batch: adapter.prepare_inputs(batch, task_spec),
-                ),
-                [
-                    sweep_batch(task_spec, s, seed=i)
-                    for i, s in enumerate(fixed_sweep(task_spec, cache.signature, max_batch))
-                ],
-            )
-        )
+        tolerance_for = functools.partial(cache.tolerances.get, fmt)
+        results.append(parity(fmt, f"{tier4.PARITY}[{fmt}]", tolerance_for, outcome.runner))
     results.append(
         tier4.check_export_latency(
             runners,
@@ -198,22 +207,9 @@ def run_export_validation(
     if quantization not in (None, "none"):
         quantized = cache.quantized()
         if quantized.runner is not None:
+            tolerance_for = functools.partial(cache.tolerances.get, "quantized")
             results.append(
-                _sweep(
-                    tier4.ParitySweep(
-                        f"{quantization} int8",
-                        tier4.QUANTIZED,
-                        cache.signature,
-                        lambda dtype: cache.tolerances.get("quantized", dtype),
-                        run_artifact=quantized.runner,
-                        run_eager=cache.reference,
-                        prepare=lambda batch: adapter.prepare_inputs(batch, task_spec),
-                    ),
-                    [
-                        sweep_batch(task_spec, s, seed=i)
-                        for i, s in enumerate(fixed_sweep(task_spec, cache.signature, max_batch))
-                    ],
-                )
+                parity(f"{quantization} int8", tier4.QUANTIZED, tolerance_for, quantized.runner)
             )
         else:
             reason = quantized.unavailable or str(quantized.error)
