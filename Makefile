@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-peer clean
+.PHONY: demo test lint bench bench-busy bench-peer clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,7 @@ demo: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider --model example_models/tiny_gpt.py -m tier1 \
 		example_models/test_user_checks.py --modeltiers-report reports/health.json \
 		--junitxml reports/junit.xml -v
+	$(BIN)/modeltiers check-report reports/health.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -p no:cacheprovider
@@ -32,6 +33,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_tier3.py --runs 5
 	$(BIN)/python benchmarks/bench_tier4.py --runs 5
 	$(BIN)/python benchmarks/bench_drift.py --runs 7
+
+# Tier 1 next to two CPU-bound processes against the same runs on the machine as it is.
+bench-busy: $(STAMP)
+	$(BIN)/python benchmarks/bench_busy.py --runs 3
 
 # Tier 1 against the closest peer, each installed as a user installs it: pytest-torch 1.1.1 in a
 # venv of its own, this project from `pip install .` (not editable, no test extras). The venvs

@@ -12,7 +12,10 @@ Subcommands:
   summary as JSON (``cli_train``; exit 2 on a bad config, 1 when training fails);
 - ``modeltiers run-tiers --config FILE [--json]``: run one tier through pytest on the config's
   model and summarise it for CI (``cli_run_tiers``; exit 1 when the tier fails, 2 on a bad
-  config).
+  config);
+- ``modeltiers check-report PATH [--min-score N]``: the last step of a CI job: exit 0 only when
+  the session's health report is there, complete, judged something and found nothing failing
+  (``report.gate``; exit 1 when the report closes the gate, 2 when there is no report to judge).
 
 Model options are the plugin's own declarations (``options.OPTIONS``), so both front ends
 accept the same flags and values.
@@ -51,7 +54,31 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd = commands.add_parser("train", help="train a model from a JSON config")
     train_cmd.add_argument("--config", required=True, type=Path, metavar="FILE")
     cli_run_tiers.add_parser(commands)
+    gate_cmd = commands.add_parser(
+        "check-report",
+        help="exit non-zero unless a health report is complete, judged something, and passes",
+    )
+    gate_cmd.add_argument("report", type=Path, metavar="PATH", help="the --modeltiers-report file")
+    gate_cmd.add_argument(
+        "--min-score",
+        type=_min_score,
+        metavar="N",
+        help="also fail when the health score is below N (0-100)",
+    )
     return parser
+
+
+def _min_score(value: str) -> float:
+    """``--min-score``: a health score from 0 to 100 (argparse reports the error)."""
+    try:
+        score = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number from 0 to 100, got {value!r}"
+        ) from None
+    if not 0 <= score <= 100:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 100, got {value!r}")
+    return score
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,7 +91,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return main_train(args.config)
     if args.command == "run-tiers":
         return cli_run_tiers.run(args)
+    if args.command == "check-report":
+        return _check_report(args.report, args.min_score)
     return _inspect(args)
+
+
+def _check_report(path: Path, min_score: float | None) -> int:
+    from pytest_modeltiers.report.gate import EXIT_OK, check_report
+
+    verdict = check_report(path, min_score)
+    stream = sys.stdout if verdict.exit_code == EXIT_OK else sys.stderr
+    for line in verdict.lines:
+        print(f"modeltiers check-report: {line}", file=stream)
+    return verdict.exit_code
 
 
 def _scan(files: list[Path]) -> int:

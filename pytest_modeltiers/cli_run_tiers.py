@@ -92,6 +92,15 @@ def run(args: argparse.Namespace) -> int:
             )
             return EXIT_USAGE
         health = json.loads(report.read_text(encoding="utf-8"))
+    if health.get("status", "complete") != "complete":
+        print(
+            f"modeltiers run-tiers: the tier {config.tier} session did not finish "
+            f"({health.get('status_reason') or 'no reason recorded'}), so nothing it reported "
+            f"can be trusted; pytest exited {completed.returncode}:\n"
+            f"{completed.stdout}{completed.stderr}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     tasks = {str(m.get("task")) for m in health.get("models", [])}
     if config.task_name and tasks and tasks != {config.task_name}:
         print(
@@ -157,9 +166,10 @@ def _tier5(checks: Sequence[Mapping[str, Any]], health: Mapping[str, Any]) -> di
         check = by_name.get(name)
         if check is None:
             return None
+        details = check.get("details") or {}
         if check["status"] == "skipped":
-            return {"status": "skipped", "reason": check.get("message", "")}
-        return {"status": check["status"], **(check.get("details") or {})}
+            return {"status": "skipped", "reason": check.get("message", ""), **details}
+        return {"status": check["status"], **details}
 
     eval_check = by_name.get("test_eval_metrics")
     eval_metrics = (eval_check.get("details") or {}).get("metrics") if eval_check else None

@@ -24,8 +24,12 @@ field, so anything ``run_training`` can do is reachable from a file:
 
 Relative paths are relative to the working directory. Everything is checked before anything is
 written: an unknown key (with the closest valid one), a wrong type, an invalid value (a negative
-learning rate), invalid JSON, a missing model or checkpoint file print one clear error on
-stderr and exit with status 2, leaving no file behind. A training failure exits with 1. On
+learning rate, a size beyond its bound in ``config.limits``), invalid or non-strict JSON (``NaN``,
+``1e400``, an integer beyond 64 bits, brackets nested too deeply), an output path under a file,
+a missing model or checkpoint file, and a run that needs more memory than the machine has
+available (estimated on PyTorch's meta device before the model is built, see
+``models.memory_estimate``) print one clear error on stderr and exit with status 2, leaving no
+file behind. A training failure exits with 1. On
 success the run's summary (``TrainingResults.to_dict()``) is printed as JSON on stdout by the
 process of global rank 0 (under ``torchrun`` every rank trains; one prints).
 """
@@ -38,10 +42,13 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pytest_modeltiers.config._util import did_you_mean, read_json_object
+from pytest_modeltiers.config._util import did_you_mean, output_path_error, read_json_object
 from pytest_modeltiers.errors import ConfigError, ModelTiersError
+
+if TYPE_CHECKING:
+    from pytest_modeltiers.models.loader import MetaProbe
 
 __all__ = ["CLI_KEYS", "TrainJob", "main_train", "prepare_job"]
 
@@ -130,12 +137,15 @@ def prepare_job(config_path: str | os.PathLike[str]) -> TrainJob:
 
     data = read_json_object(config_path, ConfigError)
     _check_keys(data)
+    _check_output_paths(data)
     spec = _model_spec(data)
     fields = {key: value for key, value in data.items() if key in FIELD_NAMES}
     fields = {**CLI_DEFAULTS, **fields}
     fields.setdefault("run_name", "cli-run")
     fields["checkpoint_dir"] = str(data.get("output_dir") or "training_output")
     training = TrainingConfig.from_dict(fields)  # every field rule, before the model loads
+    # The eval block's own rules too; its defaults depend on the task, set below.
+    EvalConfig.from_dict({"dataset_id": "checked-before-loading", **dict(data.get("eval") or {})})
     resume = training.resume_from_checkpoint
     if resume:
         from pytest_modeltiers.training.checkpoints import read_checkpoint
@@ -146,12 +156,14 @@ def prepare_job(config_path: str | os.PathLike[str]) -> TrainJob:
         options.append(f"vocab_size={data['vocab_size']}")
     if "max_seq_len" in data:
         options.append(f"input_schema.max_seq_len={data['max_seq_len']}")
+    preflight = _MemoryPreflight(data, training)
     request = LoadRequest(
         spec=spec,
         rootdir=Path.cwd(),
         task=data.get("task_name"),
         task_options=tuple(options),
         trust=bool(data.get("trust_model", False)),
+        preflight=preflight,
     )
     loaded = load_model(request)
     if "task_name" not in data:
@@ -162,7 +174,7 @@ def prepare_job(config_path: str | os.PathLike[str]) -> TrainJob:
     if loaded.task.max_seq_len:
         eval_block.setdefault("max_seq_length", loaded.task.max_seq_len)
     evaluation = EvalConfig.from_dict(eval_block)
-    dataset = _user_data(data, loaded.task)
+    dataset = preflight.dataset if preflight.ran else _user_data(data, loaded.task)
     log = bool(data.get("log_to_db", False))
     db_path = Path(str(data.get("db_path") or "experiments.db")) if log else None
     run_fields = {k: data[k] for k in ("sweep_id", "sweep_params") if data.get(k) is not None}
@@ -178,6 +190,73 @@ def prepare_job(config_path: str | os.PathLike[str]) -> TrainJob:
         accelerator="auto" if data.get("use_gpu", True) else "cpu",
         run_fields=run_fields,
     )
+
+
+def _check_output_paths(data: Mapping[str, Any]) -> None:
+    """Refuse an output path that cannot be created (under a file, not writable) now, before
+    the model loads, rather than as a training failure after the database exists."""
+    outputs = [("output_dir", data.get("output_dir") or "training_output", True)]
+    if data.get("log_to_db"):
+        outputs.append(("db_path", data.get("db_path") or "experiments.db", False))
+    for key, value, folder in outputs:
+        if message := output_path_error(key, value, Path(value), folder=folder):
+            raise ConfigError(message)
+
+
+class _MemoryPreflight:
+    """A loader preflight that refuses a run needing more memory than the machine has.
+
+    The estimate (``models.memory_estimate``: parameters x 4 + buffers + activations x 2,
+    measured on PyTorch's meta device) uses a batch of ``batch_size`` examples (fewer when the
+    data has fewer) shaped like the run's first training example (the user's ``train_file`` or
+    the task's shipped data, loaded here once and kept for the run) and is compared with the
+    memory available now. A model that cannot be built on the meta device is not estimated,
+    and stderr says so.
+    """
+
+    def __init__(self, data: Mapping[str, Any], training: Any) -> None:
+        self.data = data
+        self.batch_size: int = training.batch_size
+        self.max_train_samples: int | None = training.max_train_samples
+        self.ran = False
+        self.dataset: Any = None
+
+    def __call__(self, probe: MetaProbe) -> None:
+        from pytest_modeltiers.datasets import DEFAULT_SIZES, task_dataset
+        from pytest_modeltiers.models.memory_estimate import (
+            available_memory,
+            estimate_training_memory,
+            format_bytes,
+        )
+
+        self.dataset = _user_data(self.data, probe.task)
+        self.ran = True
+        if probe.meta_model is None:
+            print(
+                f"modeltiers train: memory not estimated before building the model: "
+                f"{probe.meta_error}",
+                file=sys.stderr,
+            )
+            return
+        train = self.dataset["train"] if isinstance(self.dataset, dict) else self.dataset
+        example = (train if train is not None else task_dataset(probe.task, size=1))[0]
+        if train is None:  # the shipped data is generated at max_train_samples examples
+            examples = self.max_train_samples or DEFAULT_SIZES["train"]
+        else:
+            examples = min(len(train), self.max_train_samples or len(train))
+        rows = min(self.batch_size, examples)  # a batch never holds more than the data
+        estimate = estimate_training_memory(
+            probe.meta_model, probe.task, probe.adapter, rows, example
+        )
+        available = available_memory()
+        if available is not None and estimate.total_bytes > available:
+            raise ConfigError(
+                f"not enough memory: training this model at batch_size {self.batch_size} needs "
+                f"{estimate.describe()}; this machine has {format_bytes(available)} available. "
+                "Lower batch_size or max_seq_len, or train a smaller model"
+            )
+        if estimate.activation_bytes is None:
+            print(f"modeltiers train: memory estimate {estimate.describe()}", file=sys.stderr)
 
 
 def _user_data(data: Mapping[str, Any], task: Any) -> Any:
@@ -198,7 +277,10 @@ def main_train(config_path: str | os.PathLike[str]) -> int:
     try:
         job = prepare_job(config_path)
     except ModelTiersError as exc:
-        print(f"modeltiers train: {config_path}: {exc}", file=sys.stderr)
+        message = str(exc)
+        if not message.startswith(f"{config_path}: "):  # errors of reading it name it already
+            message = f"{config_path}: {message}"
+        print(f"modeltiers train: {message}", file=sys.stderr)
         return EXIT_USAGE
     from pytest_modeltiers.training.run import run_training
 

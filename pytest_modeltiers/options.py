@@ -11,6 +11,7 @@ This module imports only the standard library (and the export package's standard
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -188,6 +189,32 @@ def _parse_alpha(value: str) -> float:
     if not 0 < alpha < 1:
         raise OptionValueError(f"expected a significance level between 0 and 1, got {value!r}")
     return alpha
+
+
+#: What ``--modeltiers-require`` accepts: each names a tier 5 input whose absence fails a check
+#: (without it, a check with nothing to judge is skipped): a baseline, a reference profile with
+#: outputs, data for every active retraining trigger, evaluation data of the user's own.
+REQUIREMENTS: tuple[str, ...] = (
+    "tier5.baseline",
+    "tier5.reference",
+    "tier5.triggers",
+    "tier5.eval-data",
+)
+
+
+def _parse_requirements(value: str) -> tuple[str, ...]:
+    accepted = ", ".join(REQUIREMENTS)
+    names = [name.strip() for name in value.split(",")]
+    if not any(names):
+        raise OptionValueError(f"expected a comma-separated list of {accepted}, got {value!r}")
+    for name in names:
+        if name not in REQUIREMENTS:
+            close = difflib.get_close_matches(name, REQUIREMENTS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise OptionValueError(
+                f"unknown input {name!r}{hint}; expected a comma-separated list of {accepted}"
+            )
+    return tuple(dict.fromkeys(names))
 
 
 # -- tier 3/5 storage parsers ---------------------------------------------------------------
@@ -406,6 +433,7 @@ OPTIONS: tuple[Option, ...] = (
         "test_baseline_regression when --baseline-run is not given, and of the retraining "
         "triggers",
         metavar="PATH",
+        parse=_parse_db_path,
     ),
     Option(
         ("--retraining-policy",),
@@ -422,6 +450,15 @@ OPTIONS: tuple[Option, ...] = (
         "(default: the policy's gate, critical unless the policy says otherwise)",
         metavar="SEVERITY",
         parse=_choice(("info", "warning", "critical")),
+    ),
+    Option(
+        ("--modeltiers-require",),
+        "modeltiers_require",
+        "tier 5 inputs whose absence fails a check instead of skipping it, comma-separated: "
+        + ", ".join(REQUIREMENTS),
+        metavar="LIST",
+        parse=_parse_requirements,
+        default=(),
     ),
     # -- tier 3/5 storage ----------------------------------------------------------------------
     Option(

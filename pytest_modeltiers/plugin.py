@@ -16,7 +16,12 @@ import pytest
 
 from pytest_modeltiers import _exempt_from_assertion_rewriting, fixtures, rootdir_guard
 from pytest_modeltiers.options import MODEL_FLAG, OPTIONS
-from pytest_modeltiers.session import SESSION_KEY, ModelTiersSession
+from pytest_modeltiers.session import (
+    SESSION_KEY,
+    ModelTiersSession,
+    misspelt_tier_marker,
+    registered_markers,
+)
 
 MARKERS = {
     "tier1": "tier 1 (wiring): shapes, gradients, stability, batch independence, masking, init",
@@ -91,6 +96,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(fixtures, "modeltiers-fixtures")
     config.pluginmanager.register(state, "modeltiers-session")
     if not (config.option.help or config.option.version):
+        if config.option.markexpr and not hasattr(config, "workerinput"):
+            error = misspelt_tier_marker(config.option.markexpr, registered_markers(config))
+            if error is not None:
+                raise pytest.UsageError(error)
         if state.model_specs:
             _exempt_hypothesis_from_assertion_rewriting(config)
         state.start(getattr(config, "workerinput", None))

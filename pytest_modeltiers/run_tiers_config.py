@@ -13,7 +13,10 @@ Differences from the guide, on purpose:
   hidden stub instead.
 - ``vocab_size``, ``max_seq_len`` and ``num_classes`` are passed to the task only when given
   (the model's own values are read from it otherwise; the guide forced 101, 16 and 4).
-- ``modality`` is accepted and must agree with the task when both are known.
+- ``modality`` is accepted and must agree with the task: ``task_name``, else the model file's
+  literal ``TASK``, else ``lm_tiny`` (the default task).
+- ``export.export_dir`` and ``db_path`` must be creatable: a path under a file is a config
+  error, found before pytest starts.
 
 Relative paths (``model_file``, ``export.export_dir``, ``db_path``, data files) are taken from
 the directory the command runs in, as the guide's examples assume.
@@ -33,9 +36,11 @@ from pytest_modeltiers.config._util import (
     choice_rule,
     did_you_mean,
     int_rule,
+    output_path_error,
     read_json_object,
     str_rule,
 )
+from pytest_modeltiers.config.limits import LIMITS
 from pytest_modeltiers.errors import ConfigError
 from pytest_modeltiers.export.formats import FORMATS, QUANTIZATION_MODES
 
@@ -150,9 +155,9 @@ def load_tiers_config(path: str | os.PathLike[str], cwd: Path | None = None) -> 
         ("model_file", str_rule("model_file", optional=True)),
         ("mode", str_rule("mode", optional=True)),
         ("modality", choice_rule("modality", _MODALITIES, optional=True)),
-        ("vocab_size", int_rule("vocab_size", 1, optional=True)),
-        ("max_seq_len", int_rule("max_seq_len", 1, optional=True)),
-        ("num_classes", int_rule("num_classes", 1, optional=True)),
+        ("vocab_size", int_rule("vocab_size", 1, optional=True, maximum=LIMITS["vocab_size"])),
+        ("max_seq_len", int_rule("max_seq_len", 1, optional=True, maximum=LIMITS["max_seq_len"])),
+        ("num_classes", int_rule("num_classes", 1, optional=True, maximum=LIMITS["num_classes"])),
         ("db_path", str_rule("db_path", optional=True)),
         ("current_data", str_rule("current_data", optional=True)),
     ):
@@ -162,10 +167,18 @@ def load_tiers_config(path: str | os.PathLike[str], cwd: Path | None = None) -> 
     export = _export(data.get("export"), base, errors)
     eval_block = _eval(data.get("eval"), base, errors)
     ids = {key: _run_id(data, key, errors) for key in ("baseline_run_id", "reference_profile_id")}
+    db_path = _path(data.get("db_path"), base)
+    if db_path is not None and (
+        message := output_path_error("db_path", data["db_path"], db_path, folder=False)
+    ):
+        errors.append(message)
     if errors:
         raise ConfigError(bulleted(f"{path}: invalid run-tiers config:", errors))
     task_name = data.get("task_name")
     model_file, note = _model_file(data.get("model_file"), task_name, base)
+    if data.get("modality") is not None:
+        label = data.get("model_file") or os.path.relpath(model_file, base)
+        _check_modality(data["modality"], task_name, model_file, label)
     options = tuple(
         f"{key}={data[key]}"
         for key in ("vocab_size", "max_seq_len", "num_classes")
@@ -179,7 +192,7 @@ def load_tiers_config(path: str | os.PathLike[str], cwd: Path | None = None) -> 
         task_options=options,
         export=export,
         eval=eval_block,
-        db_path=_path(data.get("db_path"), base),
+        db_path=db_path,
         baseline_run_id=ids["baseline_run_id"],
         reference_profile_id=ids["reference_profile_id"],
         current_data=_path(data.get("current_data"), base),
@@ -242,7 +255,14 @@ def _export(block: Any, base: Path, errors: list[str]) -> dict[str, Any]:
         if message:
             errors.append(message)
         else:
-            result["export_dir"] = _path(block["export_dir"], base)
+            export_dir = _path(block["export_dir"], base)
+            assert export_dir is not None
+            message = output_path_error(
+                "export.export_dir", block["export_dir"], export_dir, folder=True
+            )
+            if message:
+                errors.append(message)
+            result["export_dir"] = export_dir
     return result
 
 
@@ -254,11 +274,11 @@ def _eval(block: Any, base: Path, errors: list[str]) -> dict[str, Any]:
         return {}
     _unknown(block, _EVAL_KEYS, "eval.", errors)
     for key in ("max_eval_examples", "batch_size", "max_seq_length"):
-        message = int_rule(f"eval.{key}", 1, optional=True)(block.get(key))
-        if message:
+        rule = int_rule(f"eval.{key}", 1, optional=True, maximum=LIMITS[key])
+        if message := rule(block.get(key)):
             errors.append(message)
     for key in ("num_workers", "eval_interval_steps"):
-        message = int_rule(f"eval.{key}", 0, optional=True)(block.get(key))
+        message = int_rule(f"eval.{key}", 0, optional=True, maximum=LIMITS[key])(block.get(key))
         if message:
             errors.append(message)
     if "eval_on_start" in block and (
@@ -287,23 +307,63 @@ def _run_id(data: Mapping[str, Any], key: str, errors: list[str]) -> str | None:
 
 def declares_task(model_file: Path) -> bool:
     """Whether the file assigns ``TASK`` at module level (read with ``ast``, nothing runs)."""
+    return _task_assignment(model_file) is not None
+
+
+def _task_assignment(model_file: Path) -> Any:
+    """The value node of the file's module-level ``TASK = ...``, or None (nothing runs)."""
     import ast
 
     try:
         tree = ast.parse(model_file.read_bytes())
-    except (OSError, SyntaxError, ValueError):
-        return False  # the plugin's loader reports the problem with its own message
+    except (OSError, SyntaxError, ValueError, RecursionError):
+        return None  # the plugin's loader reports the problem with its own message
     for node in tree.body:
-        targets = (
-            node.targets
-            if isinstance(node, ast.Assign)
-            else [node.target]
-            if isinstance(node, ast.AnnAssign)
-            else []
-        )
+        value: ast.expr | None
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign):
+            targets, value = [node.target], node.value
+        else:
+            continue
         if any(isinstance(t, ast.Name) and t.id == "TASK" for t in targets):
-            return True
-    return False
+            return value if value is not None else ast.Constant(None)
+    return None
+
+
+def _check_modality(modality: str, task_name: str | None, model_file: Path, label: str) -> None:
+    """Refuse a ``modality`` that contradicts the task the run will use, when it is known.
+
+    The task is ``task_name``, else the model file's ``TASK`` when it is a literal (a built-in
+    name or a dict), else the default ``lm_tiny``. A task that cannot be resolved here is left
+    to the plugin, which reports it with its own message.
+    """
+    import ast
+    import contextlib
+
+    from pytest_modeltiers.config.task_spec import resolve_task
+    from pytest_modeltiers.errors import TaskSpecError
+
+    candidates: list[tuple[Any, str]] = []
+    if task_name is not None:
+        candidates.append((task_name, ""))
+    node = _task_assignment(model_file)
+    if node is not None:
+        # A computed TASK raises here: only the plugin can know it.
+        with contextlib.suppress(ValueError, TypeError, SyntaxError, RecursionError):
+            candidates.append((ast.literal_eval(node), f", TASK in {label}"))
+    elif task_name is None:
+        candidates.append(("lm_tiny", ", the default when task_name is not set"))
+    for value, where in candidates:
+        try:
+            task = resolve_task(value)
+        except (TaskSpecError, OSError):
+            continue
+        if task.modality != modality:
+            raise ConfigError(
+                f"modality {modality!r} disagrees with task {task.name!r} (a {task.modality} "
+                f"task{where}); set modality to {task.modality!r} or drop it"
+            )
 
 
 def _path(value: Any, base: Path) -> Path | None:
@@ -317,6 +377,11 @@ def _model_file(value: str | None, task_name: str | None, base: Path) -> tuple[P
     if value is not None:
         path = _path(value, base)
         assert path is not None
+        if path.is_dir():
+            raise ConfigError(
+                f"model_file {value!r} is a directory; name the model file in it, e.g. "
+                f"{value.rstrip('/')}/model.py"
+            )
         if not path.is_file():
             raise ConfigError(f"model_file {value!r} does not exist (looked at {path})")
         return path, f"model_file {value}"

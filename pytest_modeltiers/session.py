@@ -2,9 +2,12 @@
 
 PYTEST_DONT_REWRITE
 
-One ``ModelTiersSession`` lives in ``config.stash``. It reads the options once, loads each
-model when the session starts (a broken model file becomes a ``pytest.UsageError`` naming the
-problem and the fix, never an INTERNALERROR), and keeps the loaded models for the fixtures.
+One ``ModelTiersSession`` lives in ``config.stash``. It reads the options once, checks the
+output paths, loads each model when the session starts (a broken model file becomes a
+``pytest.UsageError`` naming the problem and the fix, never an INTERNALERROR), and keeps the
+loaded models for the fixtures. With ``--modeltiers-report`` it writes the report as
+incomplete before loading anything and completes it when the session finishes, so a process
+that dies on the way leaves a report that says so (``modeltiers check-report`` fails it).
 Only the standard library and pytest are imported at module level; the model loader, which
 needs torch, is imported when a model is actually named.
 """
@@ -14,10 +17,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import difflib
 import functools
 import gc
 import os
 import re
+import sys
+import threading
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +42,12 @@ from pytest_modeltiers.options import (
 )
 from pytest_modeltiers.recorder import RECORDER_KEY
 from pytest_modeltiers.suites import NODEID_PREFIX, is_suite_nodeid, suite_paths
-from pytest_modeltiers.timeouts import CheckTimeout, check_deadline
+from pytest_modeltiers.timeouts import (
+    CheckTimeout,
+    check_deadline,
+    end_process,
+    main_thread_stack,
+)
 
 if TYPE_CHECKING:
     from pytest_modeltiers.models.loader import LoadedModel
@@ -47,6 +58,16 @@ VERDICT_KEY = pytest.StashKey["CheckResult | None"]()
 
 
 _SUITE_TEST = re.compile(r"^modeltiers/tier(?P<tier>\d)\.py::(?P<name>\w+)(\[(?P<param>.*)\])?$")
+
+#: Exit status of a session the timeout watchdog aborts: pytest's INTERRUPTED, as for Ctrl-C,
+#: because the run was cut short (tests not run), not completed with failures.
+ABORTED_EXIT_CODE = int(pytest.ExitCode.INTERRUPTED)
+#: What the report says from the session's start until it completes.
+STARTED_REASON = (
+    "the session started at {started} and did not run to its end: if pytest has finished, it "
+    "stopped early (a usage error at start, or its process ended: model code called os._exit, "
+    "it crashed, or it was killed); read the pytest output, fix the cause and run it again"
+)
 
 
 @dataclass(eq=False)
@@ -68,6 +89,10 @@ class ModelTiersSession:
     checks: list[CheckResult] = field(default_factory=list)
     report_paths: tuple[Path, Path] | None = None
     score_failed: bool = False
+    threads_note: str | None = None
+    #: The session's items (after selection) and the node ids that finished, for ``not_run``.
+    items: list[pytest.Item] = field(default_factory=list)
+    finished: set[str] = field(default_factory=set)
 
     @classmethod
     def from_config(cls, config: pytest.Config, *, model_flag_taken: bool) -> ModelTiersSession:
@@ -97,14 +122,28 @@ class ModelTiersSession:
         seconds: float = self.values["modeltiers_timeout"]
         return seconds
 
+    @property
+    def report_path(self) -> Path | None:
+        path: str | None = self.values.get("modeltiers_report")
+        return None if path is None else Path(path)
+
     def start(self, workerinput: dict[str, Any] | None = None) -> None:
         """Load every named model; a problem with one is a usage error that names the fix."""
+        check_output_paths(self.values)
         if not self.model_specs:
             return
+        if workerinput is None and self.report_path is not None:
+            started = self.health_report(
+                status="incomplete",
+                status_reason=STARTED_REASON.format(started=_utc_now()),
+            )
+            self.report_paths = started.write(self.report_path)
+        from pytest_modeltiers.threads import choose_wait_policy, share_cpus_between_workers
+
+        self.threads_note = choose_wait_policy()  # before torch loads OpenMP, which reads it once
         with _collector_paused():
             from pytest_modeltiers.models.loader import LoadRequest, load_model
             from pytest_modeltiers.profiles import load_profile
-            from pytest_modeltiers.threads import share_cpus_between_workers
 
             self.previous_profile = load_profile(self.values["modeltiers_profile"])
         self.froze_gc = True
@@ -117,6 +156,12 @@ class ModelTiersSession:
             except ModelTiersError as exc:
                 raise pytest.UsageError(f"--model {spec}: {exc}") from None
             self.models[self._unique_key(loaded.name)] = loaded
+        from pytest_modeltiers.tier5_inputs import check_tier5_inputs
+
+        try:  # tier 5's data, profile and database options: usage errors, before collection
+            check_tier5_inputs(self.values, {k: m.task for k, m in self.models.items()})
+        except ModelTiersError as exc:
+            raise pytest.UsageError(str(exc)) from None
         # torch, Hypothesis and the models stay loaded for the whole session. Moving what exists
         # now into the permanent generation spares the session's garbage collections (pytest's
         # own at the end included) from scanning it: 0.15 s of a 2.6 s tier 1 run on a small
@@ -171,6 +216,8 @@ class ModelTiersSession:
                 f"modeltiers: profile {self.values['modeltiers_profile']}, "
                 f"timeout {self.timeout:g} s, CI={os.environ.get('CI', 'unset')}"
             )
+        if self.models and self.threads_note is not None:
+            lines.append(f"modeltiers: {self.threads_note}")
         return lines
 
     # -- the built-in suites ---------------------------------------------------------------
@@ -188,14 +235,100 @@ class ModelTiersSession:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
-        """Each built-in check runs under ``--modeltiers-timeout``; a hang fails only that test."""
+        """Each built-in check runs under ``--modeltiers-timeout``; a hang fails only that test,
+        and a check that ignores the timeout is ended by the watchdog (``abort_stuck_check``)."""
         if not is_suite_nodeid(item.nodeid):
             return (yield)
+        on_stuck = functools.partial(self.abort_stuck_check, item)
         try:
-            with check_deadline(self.timeout, item.name):
+            with check_deadline(self.timeout, item.name, on_stuck=on_stuck):
                 return (yield)
         except CheckTimeout as exc:
             pytest.fail(str(exc), pytrace=False)
+
+    def abort_stuck_check(self, item: pytest.Item, grace: float) -> None:
+        """End a session whose check ignored its timeout (runs on the watchdog thread).
+
+        The check neither returned nor raised ``grace`` seconds after its timeout signal: the
+        model swallowed the ``CheckTimeout`` (``except BaseException``), ignored ``SIGALRM``,
+        or is stuck where no signal reaches. Nothing in the process can stop it, so this prints
+        the model's stack, records the check as an error (terminal, JUnit XML and the health
+        report, marked incomplete with the tests that never ran), and ends the process with
+        ``ABORTED_EXIT_CODE``. An xdist worker only prints and exits: the controller reports
+        its crash as this check's error and writes the report.
+        """
+        # If recording the failure blocks on something the stuck thread holds, exit anyway.
+        backstop = threading.Timer(10.0, end_process, (ABORTED_EXIT_CODE,))
+        backstop.daemon = True
+        backstop.start()
+        config = item.config
+        capture = config.pluginmanager.getplugin("capturemanager")
+        if capture is not None:  # what the test printed goes to the terminal, not a dead file
+            capture.suspend_global_capture(in_=True)
+            out, err = capture.read_global_capture()
+            sys.stdout.write(out)
+            sys.stderr.write(err)
+        message = (
+            f"{item.name} timed out after {self.timeout:g} s and was still running "
+            f"{grace:g} s later: the model ignored or swallowed the timeout (SIGALRM, or the "
+            "CheckTimeout it raises, caught by an except BaseException), so the session was "
+            "aborted; find the model's frames in the stack printed with this message"
+        )
+        sys.stderr.write(
+            f"\nmodeltiers: ABORTED: {message}\n"
+            f"modeltiers: stack of the check's thread:\n{main_thread_stack()}"
+        )
+        if not hasattr(config, "workerinput"):
+            self._record_abort(item, message, grace)
+        end_process(ABORTED_EXIT_CODE)
+
+    def _record_abort(self, item: pytest.Item, message: str, grace: float) -> None:
+        """The stuck check as an error in every report the session writes (JUnit XML, ours)."""
+        from pytest_modeltiers.report import CheckStatus
+
+        report = pytest.TestReport(
+            item.nodeid,
+            item.location,
+            dict.fromkeys(item.keywords, 1),
+            "failed",
+            message,
+            "call",
+            user_properties=item.user_properties,
+            duration=self.timeout + grace,
+        )
+        base = self._reconcile(None, report)
+        if base is not None:
+            result = dataclasses.replace(
+                base,
+                status=CheckStatus.ERROR,
+                message=message,
+                details={
+                    "timed_out": True,
+                    "timeout_seconds": self.timeout,
+                    "grace_seconds": grace,
+                },
+            )
+            report.modeltiers_check = result.to_dict()  # type: ignore[attr-defined]
+        item.config.hook.pytest_runtest_logreport(report=report)
+        _flush_junit_xml(item.config)
+        if self.report_path is not None:
+            not_run = [
+                other.nodeid
+                for other in self.items
+                if other.nodeid not in self.finished and other.nodeid != item.nodeid
+            ]
+            aborted = self.health_report(
+                status="incomplete",
+                status_reason=(
+                    f"aborted: {item.nodeid} timed out and did not stop; "
+                    f"{len(not_run)} collected test(s) did not run"
+                ),
+                not_run=not_run,
+            )
+            paths = aborted.write(self.report_path)
+            sys.stderr.write(
+                f"modeltiers: incomplete report written to {paths[0]} and {paths[1]}\n"
+            )
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -227,7 +360,13 @@ class ModelTiersSession:
             item.stash[VERDICT_KEY] = self._reconcile(final, report)
         return item.stash[VERDICT_KEY]
 
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.items = list(session.items)
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "teardown":
+            self.finished.add(report.nodeid)
         if not is_suite_nodeid(report.nodeid):
             return
         carried = getattr(report, "modeltiers_check", None)
@@ -254,7 +393,9 @@ class ModelTiersSession:
         if rest:  # a test's own parameter (test_export[onnx]) stays in its name
             name = f"{name}[{rest}]"
         reason = _report_reason(report)
-        if report.skipped:
+        if report.skipped and final is not None and final.status is CheckStatus.SKIPPED:
+            result = final  # the check's own skip keeps its details (``no_data``, ...)
+        elif report.skipped:
             result = CheckResult.skipped(name, tier, reason or "skipped")
         elif report.failed and (final is None or final.ok):
             status = CheckStatus.FAILED if report.when == "call" else CheckStatus.ERROR
@@ -283,22 +424,25 @@ class ModelTiersSession:
 
     # -- the health report -----------------------------------------------------------------
 
-    def health_report(self) -> HealthReport:
+    def health_report(self, **status: Any) -> HealthReport:
+        """The report of the checks so far; ``status`` takes ``HealthReport``'s status keywords."""
         from pytest_modeltiers.report import HealthReport
 
-        return HealthReport(self.checks, models=[m.identity(k) for k, m in self.models.items()])
+        return HealthReport(
+            self.checks, models=[m.identity(k) for k, m in self.models.items()], **status
+        )
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(session.config, "workerinput") or not self.models:
             return
-        path = self.values["modeltiers_report"]
+        path = self.report_path
         threshold = self.values["modeltiers_fail_under"]
         if path is None and threshold is None:
             return
-        report = self.health_report()
+        report = self.health_report(**_final_status(session.exitstatus))
         if path is not None:
-            self.report_paths = report.write(Path(path))
+            self.report_paths = report.write(path)
         if threshold is not None and report.fail_under(threshold):
             self.score_failed = True
             if session.exitstatus == pytest.ExitCode.OK:
@@ -309,18 +453,35 @@ class ModelTiersSession:
             terminalreporter.write_line(line)
 
     def summary_lines(self) -> list[str]:
+        """The terminal summary: a shared root cause first, then the score and its counts."""
         if not self.checks:
             return []
+        from pytest_modeltiers.report.health_report import is_not_judged
+
         report = self.health_report()
+        lines = [
+            f"modeltiers: {cause['count']} checks failed on one root cause: {cause['exception']}"
+            + (f" at {cause['location']}" if cause["location"] else "")
+            for cause in report.root_causes
+        ]
         summary = report.summary
         score = report.health_score
         shown = "n/a" if score is None else f"{score:.1f}"
-        counts = ", ".join(
-            f"{summary[k]} {k}"
-            for k in ("passed", "warning", "failed", "error", "skipped")
-            if summary.get(k)
-        )
-        lines = [f"modeltiers: health score {shown} ({counts})"]
+        counts = {k: summary[k] for k in ("passed", "warning", "failed", "error", "skipped")}
+        counts["skipped"] -= summary["not_judged"]
+        shown_counts = [f"{count} {k}" for k, count in counts.items() if count]
+        if summary["not_judged"]:
+            shown_counts.append(f"{summary['not_judged']} not judged: no data")
+        lines.append(f"modeltiers: health score {shown} ({', '.join(shown_counts)})")
+        not_judged = [check for check in report.checks if is_not_judged(check)]
+        if not_judged:
+            lines.append(
+                "modeltiers: not judged for lack of data: "
+                + ", ".join(
+                    f"{check.check_name} ({', '.join(map(str, check.details['no_data']))})"
+                    for check in not_judged
+                )
+            )
         if self.report_paths is not None:
             lines.append(
                 f"modeltiers: report written to {self.report_paths[0]} and {self.report_paths[1]}"
@@ -331,6 +492,127 @@ class ModelTiersSession:
                 f"--modeltiers-fail-under {self.values['modeltiers_fail_under']:g}"
             )
         return lines
+
+
+def _final_status(exitstatus: int | pytest.ExitCode) -> dict[str, Any]:
+    """The report's status at the end: complete unless pytest itself was cut short."""
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        return {
+            "status": "incomplete",
+            "status_reason": "the session was interrupted (Ctrl-C, a collection error, or a "
+            "plugin stopped it): checks may be missing; fix the cause and run it again",
+        }
+    if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
+        return {
+            "status": "incomplete",
+            "status_reason": "the session ended with an INTERNALERROR: checks may be missing; "
+            "read the traceback pytest printed",
+        }
+    return {}
+
+
+def _utc_now() -> str:
+    from pytest_modeltiers.report.health_report import utc_now
+
+    return utc_now()
+
+
+def _flush_junit_xml(config: pytest.Config) -> None:
+    """Write ``--junitxml`` now, with what was reported so far (the process ends next).
+
+    pytest offers no public handle on its JUnit writer; this is the stash key its own fixtures
+    use. A pytest that moved it still ends the session; the file is then not written, and the
+    message says so.
+    """
+    try:
+        from _pytest.junitxml import xml_key
+    except ImportError as exc:
+        sys.stderr.write(f"modeltiers: --junitxml not written: {exc}\n")
+        return
+    xml = config.stash.get(xml_key, None)
+    if xml is not None:
+        xml.pytest_sessionfinish()
+
+
+def check_output_paths(values: dict[str, Any]) -> None:
+    """Refuse, before anything runs or is written, output paths the session cannot write."""
+    report = values.get("modeltiers_report")
+    if report is not None:
+        flag = f"--modeltiers-report {report}"
+        target = Path(report)
+        twin = target.with_suffix(".md")
+        if twin == target:
+            raise pytest.UsageError(
+                f"{flag}: the path ends in .md, where the report's Markdown twin goes; give the "
+                "JSON report another suffix, such as health.json"
+            )
+        if target.is_dir():
+            raise pytest.UsageError(
+                f"{flag}: {target} is a directory; name a file in it, such as "
+                f"{target / 'health.json'}"
+            )
+        if twin.is_dir():
+            raise pytest.UsageError(
+                f"{flag}: its Markdown twin {twin} is a directory; remove it or give the report "
+                "another name"
+            )
+        _check_writable_parent(flag, target.parent)
+    export_dir = values.get("modeltiers_export_dir")
+    if export_dir is not None:
+        flag = f"--export-dir {export_dir}"
+        directory = Path(export_dir)
+        if directory.exists() and not directory.is_dir():
+            raise pytest.UsageError(
+                f"{flag}: {directory} is a file, not a directory; name a directory (it is "
+                "created when missing)"
+            )
+        _check_writable_parent(flag, directory)
+
+
+def _check_writable_parent(flag: str, directory: Path) -> None:
+    """``directory`` can be created (where missing) and written in."""
+    existing = directory.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise pytest.UsageError(
+            f"{flag}: {existing} is a file, so nothing can be written under it; choose a path "
+            "in a directory"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise pytest.UsageError(
+            f"{flag}: {existing} is not writable by this user; choose a writable path"
+        )
+
+
+TIER_MARKERS = tuple(f"tier{tier}" for tier in range(1, 6))
+_MARK_WORD = re.compile(r"[\w:+\-.\[\]\\/]+")
+_MARK_KWARGS = re.compile(r"\([^()]*\)")
+
+
+def misspelt_tier_marker(expression: str, registered: set[str]) -> str | None:
+    """The usage error for a ``-m`` word that is no registered marker but nearly a tier's.
+
+    Only words close to ``tier1``..``tier5`` are judged, so a project's own markers, used
+    with or without registration, are left to pytest; a word close to a tier marker that the
+    project did register (``tier6``) is left alone too.
+    """
+    for word in _MARK_WORD.findall(_MARK_KWARGS.sub(" ", expression)):
+        if word in {"and", "or", "not"} or word in registered:
+            continue
+        close = difflib.get_close_matches(word.lower(), TIER_MARKERS, n=1, cutoff=0.75)
+        if close:
+            return (
+                f"-m {expression}: {word!r} is not a registered marker; did you mean "
+                f"{close[0]}? (pytest-modeltiers selects tiers with tier1 ... tier5; register "
+                "your own markers in the ini option markers)"
+            )
+    return None
+
+
+def registered_markers(config: pytest.Config) -> set[str]:
+    """The names of the markers registered in the ini file and by plugins."""
+    return {re.split(r"[(:]", line, maxsplit=1)[0].strip() for line in config.getini("markers")}
 
 
 def _report_reason(report: pytest.TestReport) -> str:

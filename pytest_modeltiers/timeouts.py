@@ -8,13 +8,26 @@ code, so the session continues cleanly. Elsewhere (a non-main thread, Windows) t
 a daemon thread that is abandoned when time runs out: the caller still gets the error, but the
 runaway thread keeps its CPU until the process ends. Code blocked inside a C call that never
 returns to Python (a deadlocked kernel) is only interrupted when it returns.
+
+A check's timeout must hold even when the model defeats the signal (it catches
+``BaseException`` in a loop, or sets ``SIGALRM`` to ``SIG_IGN``). ``check_deadline`` therefore
+also arms a watchdog thread, as pytest-timeout's ``thread`` method does: if the check is still
+running ``grace_period(timeout)`` seconds after its deadline (``max(2 s, timeout / 2)``: a check
+that obeys the signal unwinds in milliseconds, and a single slow C call in progress gets half
+the budget again to return), the watchdog calls back, and the caller ends the process (see
+``ModelTiersSession.abort_stuck_check``). The watchdog needs the interpreter lock, so C code
+that holds it forever is out of its reach too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -64,18 +77,72 @@ def _alarm(
             signal.setitimer(signal.ITIMER_REAL, *previous_timer)
 
 
+#: The shortest time a check may take to stop after its timeout signal.
+MIN_GRACE_SECONDS = 2.0
+
+
+def grace_period(timeout: float) -> float:
+    """How long past its deadline a check may run before the watchdog gives up on it."""
+    return max(MIN_GRACE_SECONDS, timeout / 2)
+
+
 @contextmanager
-def check_deadline(seconds: float, what: str) -> Iterator[bool]:
+def check_deadline(
+    seconds: float, what: str, *, on_stuck: Callable[[float], object] | None = None
+) -> Iterator[bool]:
     """Raise ``CheckTimeout`` in the block past ``seconds``; yields whether the bound is active.
 
     Only the main thread of a POSIX process can be interrupted; elsewhere the block runs
-    unbounded and the caller is told so by the yielded ``False``.
+    unbounded and the caller is told so by the yielded ``False``. With ``on_stuck``, a watchdog
+    thread calls ``on_stuck(grace)`` if the block is still running ``grace_period(seconds)``
+    after the deadline, whether or not the signal could be used; it is cancelled when the
+    block ends.
     """
-    if not _can_use_signals():
-        yield False
-        return
-    with _alarm(seconds, what, CheckTimeout):
-        yield True
+    watchdog = None
+    if on_stuck is not None:
+        grace = grace_period(seconds)
+        watchdog = threading.Timer(seconds + grace, on_stuck, (grace,))
+        watchdog.name = f"modeltiers watchdog: {what}"
+        watchdog.daemon = True
+        watchdog.start()
+    try:
+        if not _can_use_signals():
+            yield False
+        else:
+            with _alarm(seconds, what, CheckTimeout):
+                yield True
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+
+
+def main_thread_stack() -> str:
+    """The main thread's current stack, innermost frame last, as a traceback prints it.
+
+    The outer frames of the test runner (pytest, pluggy, the interpreter's start-up) come
+    before the test function and say nothing about the model; they are left out.
+    """
+    frame = sys._current_frames().get(threading.main_thread().ident or -1)
+    if frame is None:
+        return "  (the main thread has ended)\n"
+    frames = traceback.extract_stack(frame)
+    start = 0
+    while start < len(frames) - 1 and _is_runner_frame(frames[start].filename):
+        start += 1
+    return "".join(traceback.format_list(frames[start:]))
+
+
+def _is_runner_frame(filename: str) -> bool:
+    parts = set(re.split(r"[\\/]", filename))
+    return filename.startswith("<frozen") or bool(parts & {"_pytest", "pluggy", "pytest"})
+
+
+def end_process(code: int) -> None:
+    """Flush the standard streams and end the process at once (no cleanup can hang it)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed or broken: nothing to save
+            stream.flush()
+    os._exit(code)
 
 
 def call_with_timeout(fn: Callable[[], T], seconds: float, what: str) -> T:

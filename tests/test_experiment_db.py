@@ -51,7 +51,7 @@ def test_new_file_is_wal_with_current_schema_version(db: ExperimentDB) -> None:
     finally:
         conn.close()
     assert {"runs", "params", "metrics", "artifacts", "profiles", "comparisons"} <= tables
-    assert db.schema_version() == SCHEMA.version == 2
+    assert db.schema_version() == SCHEMA.version == 3
 
 
 def test_every_connection_enforces_foreign_keys_and_waits_for_locks(db: ExperimentDB) -> None:

@@ -366,6 +366,7 @@ def test_tier_summaries_list_only_tiers_with_checks() -> None:
         "failed": 1,
         "error": 1,
         "skipped": 1,
+        "not_judged": 0,
         "health_score": 37.5,
     }
     assert tiers[1]["health_score"] == 100.0
@@ -412,6 +413,7 @@ def test_hints_cover_tier1_names_and_strip_parametrisation() -> None:
         "test_input_immutability",
         "test_parameter_initialization",
         "test_memory_footprint",
+        "test_memory_retention",
         "test_inference_speed",
     }
     assert tier1 <= set(HINTS)

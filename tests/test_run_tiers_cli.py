@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pytest_modeltiers import cli_run_tiers
 from pytest_modeltiers.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +43,9 @@ def test_tier5_json_has_the_guides_keys_and_tier_may_be_a_number_or_a_string(
     assert summary["status"] == "ok" and summary["tier"] == 5
     assert set(summary["eval_metrics"]) == {"loss", "perplexity", "accuracy"}
     assert summary["comparison"]["status"] == "skipped"  # no baseline_run_id
-    assert summary["retraining"]["severity"] == "none"
+    assert summary["retraining"]["status"] == "skipped"  # no trigger had its data
+    assert summary["retraining"]["reason"].startswith("could not decide: no data for")
+    assert summary["retraining"]["no_data"], "the skipped check's details are kept"
     assert (workdir / "experiments.db").is_file(), "db_path is relative to the working directory"
 
 
@@ -139,3 +143,21 @@ def test_tier4_from_the_guides_export_config(
     assert formats["torchscript"]["status"] == "warn" and summary["status"] == "warn"
     assert Path(summary["export"]["onnx"]).is_relative_to(workdir / "exports" / "lm_tiny")
     assert summary["checks"]["test_quantized_parity"]["status"] == "skipped"
+
+
+def test_a_model_that_ends_the_process_is_a_failure_not_a_pass(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(REPO / "fixtures" / "gate" / "exits_in_forward.py", workdir)
+    config = _config(workdir, {"tier": 1, "model_file": "exits_in_forward.py"})
+    real_run = subprocess.run
+
+    def run_trusting(command: list[str], **kwargs: Any) -> Any:
+        # The safety scan refuses os._exit; a config has no --trust-model, so the test adds it.
+        return real_run([*command, "--trust-model"], **kwargs)
+
+    monkeypatch.setattr(cli_run_tiers.subprocess, "run", run_trusting)
+    assert main(["run-tiers", "--config", config]) == 1
+    captured = capsys.readouterr()
+    assert "the tier 1 session did not finish" in captured.err
+    assert "tier 1: ok" not in captured.out

@@ -26,6 +26,7 @@ TIER1_TESTS = [
     "test_input_immutability",
     "test_parameter_initialization",
     "test_memory_footprint",
+    "test_memory_retention",
     "test_inference_speed",
 ]
 
@@ -70,7 +71,7 @@ HANGS_IN_FORWARD = """
 """
 
 
-def test_tier1_collects_the_eleven_checks(pytester: pytest.Pytester) -> None:
+def test_tier1_collects_its_checks(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_own="def test_own():\n    pass\n")
     result = pytester.runpytest("--co", "-q", f"--model={EXAMPLES / 'tiny_gpt.py'}")
     result.stdout.fnmatch_lines([f"modeltiers/tier1.py::{name}" for name in TIER1_TESTS])
@@ -90,7 +91,7 @@ def test_markers_and_keywords_select(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(
         "--co", "-q", f"--model={model}", "-m", "tier1", "-k", "gradient", "--strict-markers"
     )
-    result.stdout.fnmatch_lines(["modeltiers/tier1.py::test_gradient_flow", "*1/11 tests*"])
+    result.stdout.fnmatch_lines(["modeltiers/tier1.py::test_gradient_flow", "*1/12 tests*"])
 
 
 _IMPORTED_PROBE = """
@@ -161,7 +162,8 @@ def test_failure_message_shows_input_saved_batch_and_rerun(pytester: pytest.Pyte
             "*NaN*",
             "*input: input_ids*",
             "*failing batch saved to modeltiers-failures/test_output_finite.pt*",
-            "*rerun: pytest --modeltiers-model nan_model.py -p no:randomly -k test_output_finite*",
+            "rerun: *python* -m pytest --modeltiers-model=nan_model.py -p no:randomly -m tier1 "
+            "-k test_output_finite",
         ]
     )
     saved_path = pytester.path / "modeltiers-failures" / "test_output_finite.pt"

@@ -60,7 +60,7 @@ def test_a_model_that_cannot_train_fails_with_the_cause(pytester: pytest.Pyteste
             "*the loss cannot decrease: the loss (*) does not depend on any trainable parameter*",
             "*input: input_ids[[]4,16[]] attention_mask[[]4,16[]] labels[[]4[]]*",
             "*failing batch saved to modeltiers-failures/test_overfit_single_batch.pt*",
-            "*rerun: pytest --modeltiers-model * -k test_overfit_single_batch*",
+            "rerun: *python* -m pytest --modeltiers-model=* -k test_overfit_single_batch",
         ]
     )
     data = json.loads((pytester.path / "health.json").read_text())

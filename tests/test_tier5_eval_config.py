@@ -28,10 +28,10 @@ def test_the_eval_config_chooses_split_and_size(pytester: pytest.Pytester) -> No
     assert report["checks"][0]["message"].endswith("on 8 examples of task lm_tiny validation split")
 
 
-def test_a_bad_eval_config_fails_with_the_field_named(pytester: pytest.Pytester) -> None:
+def test_a_bad_eval_config_is_a_usage_error_with_the_field_named(pytester: pytest.Pytester) -> None:
     result = _run(pytester, {"dataset_id": "lm_tiny_v1", "max_examples": 8})
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*unknown EvalConfig field(s): 'max_examples'*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--eval-config *unknown EvalConfig field(s): 'max_examples'*"])
 
 
 def test_the_option_wants_a_json_file(pytester: pytest.Pytester) -> None:

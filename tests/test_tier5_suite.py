@@ -137,7 +137,7 @@ def test_a_regressed_model_fails_the_gate_and_an_equal_one_passes(
             f"*candidate vs baseline run {good} on 64 paired examples: the primary metric "
             "accuracy regressed*",
             "*accuracy (primary): baseline 0.9* -> candidate 0.5*; 95% paired bootstrap CI*",
-            "*rerun: pytest --modeltiers-model * -k test_baseline_regression*",
+            "rerun: *python* -m pytest --modeltiers-model=* -k test_baseline_regression",
         ]
     )
     for run in (equal_lean, equal_lightning):
@@ -264,7 +264,9 @@ def test_a_tier5_run_is_the_next_sessions_reference_and_baseline(
     again.assert_outcomes(passed=4)
 
 
-def test_a_tampered_reference_fails_with_the_integrity_message(pytester: pytest.Pytester) -> None:
+def test_a_tampered_reference_is_refused_at_start_with_the_integrity_message(
+    pytester: pytest.Pytester,
+) -> None:
     model = copy_model(pytester, EXAMPLES / "simple_cnn.py")
     reference = reference_file(pytester, model)
     path = pytester.path / reference
@@ -272,8 +274,8 @@ def test_a_tampered_reference_fails_with_the_integrity_message(pytester: pytest.
     data["n_examples"] = 1000
     path.write_text(json.dumps(data))
     result = run_tier5(pytester, model, "-k", "input_drift", "--reference-profile", reference)
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*fails its integrity check*edited or corrupted*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*fails its integrity check*edited or corrupted*"])
 
 
 @pytest.mark.parametrize(

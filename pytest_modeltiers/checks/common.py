@@ -1,22 +1,36 @@
 """Helpers every check shares: leaving the model as it was, reading its logits, naming errors.
 
 PYTEST_DONT_REWRITE
+
+An exception raised by the user's model is described with where it was raised in the user's
+code (``exception_details``): the check's message and the report then point at ``model.py:12``
+and its source line, not at the frames of this package or torch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
+import traceback
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from pytest_modeltiers.export.diagnose import frame_origin
 from pytest_modeltiers.models.adapters import TaskAdapter
 
 Batch = dict[str, Any]
 MAX_EXCEPTION_TEXT = 500
+#: How many of the user's innermost frames ``exception_details`` lists.
+MAX_USER_FRAMES = 5
+MAX_SOURCE_TEXT = 200
+#: Whose frames locate an exception, best first: the user's own files; else a library's (a
+#: transformers model); else torch's or the standard library's (a bare ``nn.Transformer``).
+_ORIGIN_PREFERENCE = (("user",), ("library",), ("torch", "stdlib"))
+_MAX_CHAIN = 8
 
 
 @contextlib.contextmanager
@@ -76,6 +90,86 @@ def describe_exception(exc: BaseException) -> str:
     if len(text) > MAX_EXCEPTION_TEXT:
         text = text[: MAX_EXCEPTION_TEXT - 3] + "..."
     return text
+
+
+def exception_details(exc: BaseException) -> dict[str, Any]:
+    """What a check's ``details`` say about an exception the model raised, and where.
+
+    ``exception`` is ``"NameError: name 'F' is not defined"``; ``location`` (``"model.py:12"``,
+    relative to the current directory when under it), ``source`` (that line's code) and
+    ``user_frames`` (up to ``MAX_USER_FRAMES`` of them, innermost last, as
+    ``"model.py:12 in forward: code"``) locate it in the innermost frames of the user's code, else
+    of a library, else of torch or the standard library, never in this package. The exception's
+    ``__cause__`` and ``__context__`` are searched when its own traceback holds none of them (an
+    error this package re-raised). An exception that was never raised has only ``exception``.
+    """
+    details: dict[str, Any] = {"exception": describe_exception(exc)}
+    frames = _located_frames(exc)
+    if frames:
+        innermost = frames[-1]
+        details["location"] = _frame_location(innermost)
+        source = _frame_source(innermost)
+        if source:
+            details["source"] = source
+        details["user_frames"] = [_describe_frame(frame) for frame in frames]
+    return details
+
+
+def describe_model_exception(exc: BaseException) -> str:
+    """``"NameError: name 'F' is not defined at model.py:12: return F.gelu(x)"``.
+
+    ``describe_exception`` followed by where the model raised it (see ``exception_details``);
+    checks use it for an exception of the user's model, so the message alone finds the line.
+    """
+    details = exception_details(exc)
+    text: str = details["exception"]
+    if "location" in details:
+        text += f" at {details['location']}"
+        if "source" in details:
+            text += f": {details['source']}"
+    return text
+
+
+def _located_frames(exc: BaseException) -> list[traceback.FrameSummary]:
+    """The innermost frames of the most preferred origin found in ``exc``'s chain."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < _MAX_CHAIN and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    extracted = [traceback.extract_tb(item.__traceback__) for item in chain]
+    for origins in _ORIGIN_PREFERENCE:
+        for frames in extracted:
+            chosen = [f for f in frames if f.lineno and frame_origin(f.filename) in origins]
+            if chosen:
+                return chosen[-MAX_USER_FRAMES:]
+    return []
+
+
+def _frame_location(frame: traceback.FrameSummary) -> str:
+    return f"{_display_path(frame.filename)}:{frame.lineno}"
+
+
+def _frame_source(frame: traceback.FrameSummary) -> str:
+    source = (frame.line or "").strip()
+    if len(source) > MAX_SOURCE_TEXT:
+        source = source[: MAX_SOURCE_TEXT - 3] + "..."
+    return source
+
+
+def _describe_frame(frame: traceback.FrameSummary) -> str:
+    text = f"{_frame_location(frame)} in {frame.name}"
+    source = _frame_source(frame)
+    return f"{text}: {source}" if source else text
+
+
+def _display_path(filename: str) -> str:
+    """``filename`` relative to the current directory when it lies under it, else as it is."""
+    try:
+        relative = os.path.relpath(filename)
+    except ValueError:  # another drive on Windows
+        return filename
+    return filename if relative.startswith(os.pardir) else relative
 
 
 def forward_logits(

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from pytest_modeltiers.checks.tier1_gradients import check_gradient_flow
 from pytest_modeltiers.checks.tier1_init import check_parameter_initialization
-from pytest_modeltiers.checks.tier1_masking import check_causal_masking, check_padding_invariance
+from pytest_modeltiers.checks.tier1_masking import (
+    check_causal_masking,
+    check_padding_invariance,
+    takes_attention_mask,
+)
 from pytest_modeltiers.checks.tier1_outputs import (
     check_batch_independence,
     check_input_immutability,
@@ -21,6 +25,7 @@ from pytest_modeltiers.checks.tier1_outputs import (
 from pytest_modeltiers.checks.tier1_resources import (
     check_inference_speed,
     check_memory_footprint,
+    check_memory_retention,
 )
 
 __all__ = [
@@ -30,9 +35,11 @@ __all__ = [
     "check_inference_speed",
     "check_input_immutability",
     "check_memory_footprint",
+    "check_memory_retention",
     "check_output_finite",
     "check_output_stability",
     "check_padding_invariance",
     "check_parameter_initialization",
     "check_shape_robustness",
+    "takes_attention_mask",
 ]

@@ -37,6 +37,11 @@ Decisions:
   a gradient for every parameter. A ``ViTModel`` built with its pooler under a custom head that
   reads the CLS token directly would report ``pooler.*`` as unused: build it with
   ``add_pooling_layer=False`` or declare ``expected_unused=["*pooler.*"]``.
+- A batch with padding (``attention_mask`` 0 somewhere) is named as padded in every message,
+  with how many positions are padding, and a NaN/Inf gradient on it gets the padding-specific
+  causes: an operation over zeroed or masked pad positions whose forward is finite and whose
+  derivative is not (a hand-written norm of zeroed pad embeddings). The built-in test runs the
+  check on an unpadded and on a padded batch for that reason.
 - A non-finite loss is a failure naming the loss value; per-parameter gradients are not
   analysed then (every one would be NaN). An exception in forward, loss or backward is a
   failure naming the stage, the exception and the input. One exception to that: a batch the
@@ -56,7 +61,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_modeltiers.checks.common import describe_exception, preserved_model
+from pytest_modeltiers.checks.common import (
+    describe_exception,
+    describe_model_exception,
+    exception_details,
+    preserved_model,
+)
 from pytest_modeltiers.errors import AdapterError
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.batches import batch_signature, make_batch
@@ -224,6 +234,13 @@ def check_gradient_flow(
     """
     start = time.perf_counter()
     signature = batch_signature(dict(batch))
+    padding = _padding(batch)
+    named_input = (
+        f"the padded input {signature} ({padding['padded_positions']} of "
+        f"{padding['positions']} positions are padding, attention_mask 0)"
+        if padding
+        else f"input {signature}"
+    )
     patterns = (expected_unused,) if isinstance(expected_unused, str) else tuple(expected_unused)
     named = list(model.named_parameters())
     params = [(n, p) for n, p in named if p.requires_grad]
@@ -236,6 +253,8 @@ def check_gradient_flow(
         "expected_unused": list(patterns),
         "exempt": exempt,
     }
+    if padding:
+        base["padding"] = padding
     unmatched = [pat for pat in patterns if not any(fnmatchcase(n, pat) for n, _ in named)]
     if unmatched:
         base["patterns_matching_nothing"] = unmatched
@@ -264,8 +283,8 @@ def check_gradient_flow(
         if retry is None:
             return done(
                 "failed",
-                _step_message(err, signature),
-                {"stage": err.stage, "exception": describe_exception(err.exc)},
+                _step_message(err, named_input),
+                {"stage": err.stage, **exception_details(err.exc)},
             )
         first, used = retry
         details["measured_on"] = (
@@ -279,7 +298,7 @@ def check_gradient_flow(
     if not math.isfinite(first.loss):
         return done(
             "failed",
-            f"the {adapter.task.family} loss is {first.loss} for input {signature}, so no "
+            f"the {adapter.task.family} loss is {first.loss} for {named_input}, so no "
             "gradient can be trusted. Likely causes: NaN/Inf logits (see test_output_finite), "
             "log of a zero probability computed by hand instead of cross_entropy on logits, or "
             "labels outside the logits' range.",
@@ -349,24 +368,44 @@ def check_gradient_flow(
             f"broken (NaN/Inf gradient: sqrt/pow at 0, log of 0, division by a zero norm): "
             f"{_listed(sorted(broken))}"
         )
+    padding_hint = (
+        " On a padded input the usual cause is an operation over padded positions whose "
+        "forward is finite but whose derivative is not: a norm computed by hand over zeroed "
+        "pad embeddings (sqrt at 0), a division by a masked count, a log of a masked "
+        "probability. Compute it on real positions only (torch.where on attention_mask) or "
+        "keep it away from the singular point (F.normalize, sqrt(x + eps))."
+        if broken and padding
+        else ""
+    )
     return done(
         "failed",
         f"{offenders} of {len(params)} trainable parameters get no usable gradient from the "
-        f"{adapter.task.family} loss for input {signature}: " + "; ".join(groups) + ". If a "
-        "parameter is meant to get none, freeze it (requires_grad_(False)) or declare it in "
-        "expected_unused (fnmatch patterns).",
+        f"{adapter.task.family} loss for {named_input}: " + "; ".join(groups) + "."
+        f"{padding_hint} If a parameter is meant to get none, freeze it (requires_grad_(False)) "
+        "or declare it in expected_unused (fnmatch patterns).",
         details,
     )
 
 
-def _step_message(err: _StepError, signature: str) -> str:
+def _padding(batch: Batch) -> dict[str, int] | None:
+    """How many positions of the batch's attention masks are padding (0), if any are."""
+    padded = positions = 0
+    for key in ("attention_mask", "decoder_attention_mask"):
+        mask = batch.get(key)
+        if isinstance(mask, torch.Tensor) and mask.numel():
+            padded += int((mask == 0).sum())
+            positions += mask.numel()
+    return {"padded_positions": padded, "positions": positions} if padded else None
+
+
+def _step_message(err: _StepError, named_input: str) -> str:
     what = {
         "forward": "forward in train mode raised",
         "loss": "the adapter's loss raised",
         "backward": "the backward pass raised",
     }[err.stage]
     return (
-        f"{what} {describe_exception(err.exc)} for input {signature}, so gradient flow could "
+        f"{what} {describe_model_exception(err.exc)} for {named_input}, so gradient flow could "
         "not be measured. Reproduce with adapter.loss(adapter.forward(model, batch), batch)"
         ".backward() in train mode."
     )

@@ -23,6 +23,11 @@ how the model is written.
   ``attention_mask`` (read from the adapter's call plan); without one a model cannot tell
   padding from tokens, so the check is skipped with that reason.
 
+Both compare two forwards, so a model whose outputs change between identical calls (dropout left
+on in eval) would look like a leak. When they find a difference they run the unchanged input
+again first, and such a model fails with "outputs are not deterministic (see
+test_output_stability)" instead of a wrong diagnosis.
+
 Tolerance: an element differs when ``|a - b| > atol + rtol * |b|`` (``torch.isclose``), with
 ``atol = rtol = 1e-4`` by default. Two float32 forward passes over different sequence lengths
 take different kernel paths, whose rounding differs by ~1e-6 relative on these sizes; 1e-4 gives
@@ -39,17 +44,20 @@ import torch
 from torch import nn
 
 from pytest_modeltiers.checks.common import (
+    describe_model_exception,
     elapsed,
+    exception_details,
     forward_logits,
     model_device,
     preserved_model,
     to_device,
 )
+from pytest_modeltiers.checks.tier1_outputs import not_deterministic_message, repeat_difference
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.batches import batch_signature
 from pytest_modeltiers.report import CheckResult
 
-__all__ = ["check_causal_masking", "check_padding_invariance"]
+__all__ = ["check_causal_masking", "check_padding_invariance", "takes_attention_mask"]
 
 Batch = dict[str, Any]
 
@@ -84,12 +92,12 @@ def _exception_result(
     return CheckResult.failed(
         check,
         TIER,
-        f"{what} raised {type(exc).__name__}: {exc} (input: {batch_signature(batch)}). The "
+        f"{what} raised {describe_model_exception(exc)} (input: {batch_signature(batch)}). The "
         "check could not compare outputs; fix the exception first (re-run this input to "
         "reproduce it).",
         {
             "exception_type": type(exc).__name__,
-            "exception": str(exc),
+            **exception_details(exc),
             "input": batch_signature(batch),
         },
         duration_seconds=elapsed(start),
@@ -272,24 +280,20 @@ def check_causal_masking(
                 duration_seconds=elapsed(start),
             )
 
-        # Before blaming the mask, make sure the model is deterministic in eval mode: a model
-        # whose output changes between two identical calls would look like a leak.
-        try:
-            again = forward_logits(model, adapter, original)
-        except Exception as exc:
-            return _exception_result(CAUSAL, exc, "a repeated forward", batch, start)
-        noise, _ = mismatch(again[:, head], reference[:, head], atol, rtol)
-        if bool((noise.any(dim=trailing) if trailing else noise).any()):
-            return CheckResult.failed(
-                CAUSAL,
-                TIER,
-                "the model is not deterministic in eval mode: two forward passes on the same "
-                f"input ({signature}) gave different outputs, so causal masking cannot be "
-                "judged. Remove randomness from eval mode (dropout applied with "
-                "training=True, random sampling in forward); see test_output_stability.",
-                {**details, "nondeterministic": True},
-                duration_seconds=elapsed(start),
-            )
+    # Before blaming the mask, make sure the model is deterministic in eval mode: a model
+    # whose output changes between two identical calls would look like a leak.
+    try:
+        difference = repeat_difference(model, adapter, original, reference, atol=atol, rtol=rtol)
+    except Exception as exc:
+        return _exception_result(CAUSAL, exc, "a repeated forward", batch, start)
+    if difference is not None:
+        return CheckResult.failed(
+            CAUSAL,
+            TIER,
+            not_deterministic_message(difference, signature, "causal masking"),
+            {**details, "nondeterministic": difference},
+            duration_seconds=elapsed(start),
+        )
 
     first = leaking[0]
     per_position = {str(j): float(diff_pos[:, j].max()) for j in leaking[:10]}
@@ -335,8 +339,11 @@ def _positions(positions: list[int]) -> str:
 # --------------------------------------------------------------------------- padding invariance
 
 
-def _takes_attention_mask(model: nn.Module, adapter: TaskAdapter, batch: Batch) -> bool:
-    """Whether the adapter passes ``attention_mask`` to this model's ``forward``."""
+def takes_attention_mask(model: nn.Module, adapter: TaskAdapter, batch: Batch) -> bool:
+    """Whether the adapter passes ``attention_mask`` to this model's ``forward``.
+
+    Without it a model cannot tell padding from tokens, so checks that pad apply only when true.
+    """
     probe = dict(batch)
     probe.setdefault("attention_mask", None)
     prepared = adapter.prepare_inputs(probe)
@@ -424,7 +431,7 @@ def check_padding_invariance(
             duration_seconds=elapsed(start),
         )
     try:
-        takes_mask = _takes_attention_mask(model, adapter, batch)
+        takes_mask = takes_attention_mask(model, adapter, batch)
     except Exception as exc:
         return _exception_result(PADDING, exc, "planning the forward call", batch, start)
     if not takes_mask:
@@ -525,6 +532,20 @@ def check_padding_invariance(
             f"{what} are unchanged (max |diff| {_fmt(max_diff)}) when {pad_used} masked padding "
             f"positions are appended to {signature}.",
             details,
+            duration_seconds=elapsed(start),
+        )
+    try:
+        difference = repeat_difference(
+            model, adapter, reference_batch, reference, atol=atol, rtol=rtol
+        )
+    except Exception as exc:
+        return _exception_result(PADDING, exc, "a repeated forward", reference_batch, start)
+    if difference is not None:
+        return CheckResult.failed(
+            PADDING,
+            TIER,
+            not_deterministic_message(difference, signature, "padding invariance"),
+            {**details, "nondeterministic": difference},
             duration_seconds=elapsed(start),
         )
     bad_rows = [int(r) for r in torch.nonzero(bad_pos.reshape(rows, -1).any(dim=1)).flatten()]

@@ -24,6 +24,10 @@ Rules every check here follows:
   matmul/attention kernel; observed differences are ~1e-6), far below the differences a real bug
   makes (dropout left on, samples mixed: ~1e-1). The maximum difference and the tolerance are
   always reported in ``details``.
+- A check that compares two forwards (batch independence here, causal masking and padding
+  invariance in ``tier1_masking``) runs the unchanged input twice more when it finds a
+  difference (``repeat_difference``); a model that disagrees with itself fails with
+  "outputs are not deterministic (see test_output_stability)", not with the compared property.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from torch import nn
 
 from pytest_modeltiers.checks.common import (
     describe_exception,
+    describe_model_exception,
     elapsed,
+    exception_details,
     forward_logits,
     preserved_model,
     unravel_index,
@@ -58,6 +64,7 @@ __all__ = [
     "DEFAULT_COLLAPSE_RATIO",
     "DEFAULT_EXPLODE_BOUND",
     "DEFAULT_RTOL",
+    "NOT_DETERMINISTIC",
     "check_batch_independence",
     "check_input_immutability",
     "check_output_finite",
@@ -66,7 +73,9 @@ __all__ = [
     "compare_close",
     "expected_logits_shape",
     "forward_logits",
+    "not_deterministic_message",
     "preserved_model",
+    "repeat_difference",
 ]
 
 TIER = 1
@@ -188,13 +197,13 @@ def _forward_failure(
     if isinstance(exc, AdapterError):
         what = f"the adapter cannot run the model or read its output in {mode} mode: {exc}"
     else:
-        what = f"forward in {mode} mode raised {describe_exception(exc)}"
+        what = f"forward in {mode} mode raised {describe_model_exception(exc)}"
     return _failed(
         name,
         f"{what} (input {signature}). The model must accept every input the task allows and "
         "return logits of the task's shape; reproduce with adapter.forward(model, batch) on a "
         "batch of these shapes.",
-        {"input": signature, "exception": describe_exception(exc), "mode": mode},
+        {"input": signature, **exception_details(exc), "mode": mode},
         start,
     )
 
@@ -202,6 +211,60 @@ def _forward_failure(
 def _eval_logits(model: nn.Module, adapter: TaskAdapter, batch: Batch) -> torch.Tensor:
     with preserved_model(model, training=False), torch.no_grad():
         return forward_logits(model, adapter, batch)
+
+
+# --------------------------------------------------------------------------- determinism
+
+#: How a check that compares two forwards starts its message when the model is to blame for
+#: giving different outputs for one input, not for what the check compares.
+NOT_DETERMINISTIC = "outputs are not deterministic (see test_output_stability)"
+
+
+def repeat_difference(
+    model: nn.Module,
+    adapter: TaskAdapter,
+    batch: Batch,
+    reference: torch.Tensor,
+    *,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+) -> dict[str, Any] | None:
+    """How two more eval forwards of ``batch`` differ from ``reference``, its earlier output.
+
+    ``None`` when both agree with it. The checks that compare two forwards (batch independence,
+    causal masking, padding invariance) call this when they find a difference, before blaming
+    what they compare: a model that is not deterministic differs from itself too. Only then,
+    because a deterministic model gives the same verdict either way and the passing runs pay
+    nothing. The two forwards share one ``preserved_model`` block, so the RNG advances between
+    them and dropout left on draws a new mask even when ``reference`` was computed from the
+    same RNG state as the first. Exceptions from the model propagate.
+    """
+    with preserved_model(model, training=False), torch.no_grad():
+        repeats = [forward_logits(model, adapter, batch) for _ in range(2)]
+    for repeat in repeats:
+        if repeat.shape != reference.shape:
+            return {"ok": False, "shapes": [_shape(reference), _shape(repeat)]}
+        compared = compare_close(repeat, reference, atol=atol, rtol=rtol)
+        if not compared["ok"]:
+            return compared
+    return None
+
+
+def not_deterministic_message(difference: Mapping[str, Any], signature: str, judged: str) -> str:
+    """The failure message for a model whose outputs differ between identical eval calls."""
+    if "shapes" in difference:
+        how = f"logits of shape {difference['shapes'][0]} then {difference['shapes'][1]}"
+    else:
+        how = (
+            f"logits that differ by up to {difference['max_abs_diff']:.3g} (beyond atol "
+            f"{difference['atol']:g} + rtol {difference['rtol']:g}*|x|)"
+        )
+    return (
+        f"{NOT_DETERMINISTIC}: repeated eval forwards of the same input {signature} gave {how}, "
+        f"so {judged} cannot be judged. Make eval mode deterministic first: dropout applied "
+        "with training=True, torch.rand/randn or sampling in forward, or state that changes "
+        "between calls (a call counter, a cache that feeds the output)."
+    )
 
 
 # --------------------------------------------------------------------------- shape robustness
@@ -688,7 +751,8 @@ def check_batch_independence(
     batched logits within ``atol + rtol * |batched|``. BatchNorm in eval mode uses its running
     statistics and passes; a model that normalises or pools across the batch dimension in
     ``forward`` fails, with the sample index and the difference. A batch of one has nothing to
-    compare and is skipped.
+    compare and is skipped. Before a difference is blamed on mixing, the batch is run again: a
+    model whose output changes between identical calls fails as not deterministic instead.
     """
     name = "test_batch_independence"
     start = _now()
@@ -744,6 +808,14 @@ def check_batch_independence(
         "rtol": rtol,
     }
     if first_bad is not None:
+        try:
+            difference = repeat_difference(model, adapter, batch, batched, atol=atol, rtol=rtol)
+        except Exception as exc:
+            return _forward_failure(name, exc, batch, start)
+        if difference is not None:
+            details["nondeterministic"] = difference
+            message = not_deterministic_message(difference, signature, "batch independence")
+            return _failed(name, message, details, start)
         bad = [i for i, d in enumerate(per_sample) if d > 0]
         details["first_mismatch"] = first_bad
         return _failed(

@@ -1,9 +1,10 @@
-"""Tier 1 resource checks: memory footprint and inference speed (DESIGN §5).
+"""Tier 1 resource checks: memory footprint, memory retention and inference speed (DESIGN §5).
 
 PYTEST_DONT_REWRITE
 
-Both checks measure and report; they fail only over a budget the user sets, because what is "too
-big" or "too slow" depends on the deployment, not on the model.
+The footprint and speed checks measure and report; they fail only over a budget the user sets,
+because what is "too big" or "too slow" depends on the deployment, not on the model. Memory
+retention needs no budget: memory that grows with every call is a bug whatever the budget.
 
 ``check_memory_footprint`` reports:
 
@@ -28,6 +29,31 @@ big" or "too slow" depends on the deployment, not on the model.
   ``budget_mb`` (mebibytes, 2**20 bytes) bounds the total: parameters + buffers + peak
   activations.
 
+``check_memory_retention`` repeats what a training or serving process does many times (a
+train-mode forward, the adapter's loss and a backward, then an eval forward under ``no_grad``)
+and requires the memory kept alive between calls to stay flat:
+
+- after ``warmup`` calls (default 2: one-off allocations such as lazily built caches,
+  autograd's accumulators, cuBLAS workspaces happen in the first), it takes a snapshot, runs
+  ``calls`` more (default 2) in two halves and takes a snapshot after each half. Each snapshot
+  counts the live tensors and the bytes of their distinct storages, after a garbage
+  collection, from ``gc.get_objects()``: the objects the collector tracks outside the frozen
+  heap (the plugin freezes torch and the loaded models at session start; elsewhere the check
+  freezes what exists for its own duration), about a thousand objects and 0.1 ms. On CUDA it
+  also reads ``torch.cuda.memory_allocated``;
+- it fails when a measure grows in *both* halves: a leak grows with every call, while a cache
+  or buffer created once late (or replaced by one of the same size every call, such as a last
+  hidden state kept for inspection) does not grow twice. BatchNorm statistics are updated in
+  place, LSTM state is not kept, and the ``.grad`` of parameters is never touched (gradients
+  come from ``torch.autograd.grad``), so correct models measure exactly 0 growth;
+- the message gives the growth per call (tensors, bytes, allocator bytes) and, where it can
+  find one, what holds the new tensors (a module-level list, an attribute of a submodule).
+
+A bounded cache still filling after the warm-up (a history of the last 100 activations) grows
+in both halves too; raise ``warmup`` past its bound. Tensors held only by C++ code, with no
+Python object (a graph's saved tensors), are invisible to the count; on CUDA the allocator's
+counter sees them.
+
 ``check_inference_speed`` runs ``warmup`` untimed forwards, then ``iterations`` timed ones
 (``time.perf_counter`` around each, with ``torch.cuda.synchronize`` on CUDA), in eval mode under
 ``no_grad``; it reports median, p95 (linear interpolation), mean, min and max latency in ms and
@@ -37,9 +63,15 @@ unlike the mean or the max, one scheduling hiccup on a shared CI runner does not
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
+import sys
 import time
 import weakref
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,17 +79,32 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from pytest_modeltiers.checks.common import elapsed, model_device, preserved_model, to_device
+from pytest_modeltiers.checks.common import (
+    describe_model_exception,
+    elapsed,
+    exception_details,
+    model_device,
+    preserved_model,
+    to_device,
+)
 from pytest_modeltiers.export.latency import percentile
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.batches import batch_signature
 from pytest_modeltiers.report import CheckResult
 
-__all__ = ["LiveTensorMemory", "check_inference_speed", "check_memory_footprint"]
+__all__ = [
+    "LiveTensorMemory",
+    "check_inference_speed",
+    "check_memory_footprint",
+    "check_memory_retention",
+]
 
 Batch = dict[str, Any]
 
 MEMORY = "test_memory_footprint"
+RETENTION = "test_memory_retention"
+#: Objects outside the frozen heap above which the retention check freezes them for its duration.
+_LARGE_HEAP = 100_000
 SPEED = "test_inference_speed"
 TIER = 1
 MIB = 2**20
@@ -144,14 +191,24 @@ def _mib(nbytes: float) -> str:
     return f"{nbytes / MIB:.3g} MiB"
 
 
-def _failed_forward(check: str, exc: BaseException, batch: Batch, start: float) -> CheckResult:
+def _size(nbytes: float) -> str:
+    """``nbytes`` in the largest binary unit that keeps it at 1 or more: "3.5 KiB"."""
+    for unit, scale in (("GiB", 2**30), ("MiB", MIB), ("KiB", 2**10)):
+        if abs(nbytes) >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes:.3g} bytes"
+
+
+def _failed_forward(
+    check: str, exc: BaseException, batch: Batch, start: float, *, what: str = "forward"
+) -> CheckResult:
     signature = batch_signature(batch)
     return CheckResult.failed(
         check,
         TIER,
-        f"forward raised {type(exc).__name__}: {exc} (input: {signature}); nothing could be "
-        "measured. Fix the exception first (re-run this input to reproduce it).",
-        {"exception_type": type(exc).__name__, "exception": str(exc), "input": signature},
+        f"{what} raised {describe_model_exception(exc)} (input: {signature}); nothing could "
+        "be measured. Fix the exception first (re-run this input to reproduce it).",
+        {"exception_type": type(exc).__name__, **exception_details(exc), "input": signature},
         duration_seconds=elapsed(start),
     )
 
@@ -253,6 +310,231 @@ def _cuda_peak(
     peak = torch.cuda.max_memory_allocated(device) - base
     del outputs
     return max(0, int(peak)), "cuda_max_memory_allocated"
+
+
+# --------------------------------------------------------------------------- retention
+
+
+@dataclass(frozen=True)
+class _Retained:
+    """What is alive between calls: tensors, the bytes of their storages, CUDA's allocator."""
+
+    tensors: int
+    bytes: int
+    cuda_bytes: int | None
+
+    def minus(self, other: _Retained) -> dict[str, int]:
+        growth = {"tensors": self.tensors - other.tensors, "bytes": self.bytes - other.bytes}
+        if self.cuda_bytes is not None and other.cuda_bytes is not None:
+            growth["cuda_allocated_bytes"] = self.cuda_bytes - other.cuda_bytes
+        return growth
+
+
+def _live_tensors() -> list[torch.Tensor]:
+    """Every tensor with a Python object that the collector tracks outside the frozen heap.
+
+    ``issubclass(type(obj), ...)`` rather than ``isinstance``: it never reads ``__class__``,
+    which a proxy object may compute (and raise from).
+    """
+    return [obj for obj in gc.get_objects() if issubclass(type(obj), torch.Tensor)]
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple[str, int, int] | None:
+    """Identity and size of the storage behind ``tensor``; None when it has none to count."""
+    try:
+        storage = tensor.untyped_storage()
+        return (str(storage.device), int(storage.data_ptr()), int(storage.nbytes()))
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None  # sparse, meta or a subclass without storage
+
+
+@contextlib.contextmanager
+def _older_objects_frozen() -> Iterator[None]:
+    """Keep a large heap that exists before the check out of its snapshots' scans.
+
+    The plugin's session freezes the heap it loaded (``gc.freeze``), so a snapshot scans only
+    what the tests made since: a few thousand objects, 0.1 ms. Called elsewhere (a script, a
+    test run without the plugin's session) the heap may hold millions of objects (torch,
+    Lightning, transformers: about 0.6 s per collection and scan); freezing it for the check's
+    duration brings that down to the same 0.1 ms. ``gc.unfreeze`` also thaws what someone else
+    froze, so a heap that is already small outside the frozen part is left alone: that test
+    costs one listing of it (``gc.get_freeze_count`` would walk the frozen part instead, 60 ms
+    on the plugin's frozen heap).
+    """
+    if len(gc.get_objects()) < _LARGE_HEAP:
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _snapshot(
+    cuda: torch.device | None,
+) -> tuple[_Retained, dict[int, weakref.ref[torch.Tensor]]]:
+    """The retained memory now, after a collection, and weak references to the live tensors.
+
+    Keyed by ``id``; the weak reference tells a tensor alive since from a new one that reuses
+    the address of a freed one (``self.history = torch.cat(...)`` often does).
+    """
+    gc.collect()
+    tensors = _live_tensors()
+    storages = {key for t in tensors if (key := _storage_key(t)) is not None and key[1]}
+    cuda_bytes = None
+    if cuda is not None:
+        torch.cuda.synchronize(cuda)
+        cuda_bytes = int(torch.cuda.memory_allocated(cuda))
+    retained = _Retained(len(tensors), sum(key[2] for key in storages), cuda_bytes)
+    return retained, {id(t): weakref.ref(t) for t in tensors}
+
+
+def _holder(tensors: list[torch.Tensor], model: nn.Module) -> str | None:
+    """The container that holds the most of ``tensors``, in words; None when none does.
+
+    Candidates are the lists, tuples, sets, deques and dicts kept as attributes of the model
+    and its submodules, or as globals of the modules that define their classes, and, ranked
+    below any container, a new tensor kept there directly (one that grows, such as
+    ``self.history = torch.cat([self.history, h])``). Searched from the containers down rather
+    than with ``gc.get_referrers``, which does not see the frozen heap where module globals
+    live. Only runs on the failure path.
+    """
+    wanted = {id(t) for t in tensors}
+
+    def held(value: Any) -> float:
+        if isinstance(value, dict):
+            return sum(id(v) in wanted for v in value.values())
+        if isinstance(value, (list, tuple, set, frozenset, deque)):
+            return sum(id(v) in wanted for v in value)
+        return 0.5 if id(value) in wanted else 0
+
+    found: list[tuple[float, str]] = []
+    for name, module in model.named_modules():
+        for key, value in list(vars(module).items()):
+            if count := held(value):
+                owner = f"model.{name}" if name else "the model"
+                found.append((count, f"the {type(value).__name__} attribute {key!r} of {owner}"))
+    for source in dict.fromkeys(type(m).__module__ for m in model.modules()):
+        globals_ = getattr(sys.modules.get(source), "__dict__", None)
+        if not isinstance(globals_, dict):
+            continue
+        where = globals_.get("__file__") or source
+        for key, value in list(globals_.items()):
+            if count := held(value):
+                found.append(
+                    (count, f"the {type(value).__name__} {key!r} at module level in {where}")
+                )
+    return max(found, key=lambda item: item[0])[1] if found else None
+
+
+def check_memory_retention(
+    model: nn.Module,
+    adapter: TaskAdapter,
+    batch: Batch,
+    *,
+    warmup: int = 2,
+    calls: int = 2,
+) -> CheckResult:
+    """Memory kept alive after repeated train steps and eval forwards stays flat.
+
+    One call is a train-mode forward, the adapter's loss and a backward (``autograd.grad``,
+    so ``.grad`` is untouched), then an eval forward under ``no_grad``. After ``warmup`` calls
+    the live tensors, their bytes and (on CUDA) the allocator's bytes are measured, then again
+    after each half of ``calls`` more; growth in both halves fails, with the growth per call.
+    The model's modes, buffers, gradients and the RNG state are as before.
+    """
+    start = time.perf_counter()
+    if warmup < 1:
+        raise ValueError(f"warmup={warmup}; it must be >= 1 (one-off allocations happen first).")
+    if calls < 2:
+        raise ValueError(f"calls={calls}; it must be >= 2 (growth is judged over two halves).")
+    device = model_device(model)
+    inputs = to_device(batch, device)
+    signature = batch_signature(batch)
+    cuda = device if device is not None and device.type == "cuda" else None
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def one_call() -> None:
+        model.train(True)
+        with torch.enable_grad():
+            loss = adapter.loss(adapter.forward(model, inputs), inputs)
+            if params and loss.requires_grad:
+                torch.autograd.grad(loss.sum(), params, allow_unused=True)
+        model.train(False)
+        with torch.no_grad():
+            adapter.forward(model, inputs)
+
+    half = calls // 2
+    try:
+        # One block for every call: its saved buffers and RNG state are alive, unchanged, at
+        # every snapshot, and the model's modes and buffers are restored once at the end.
+        with _older_objects_frozen(), preserved_model(model):
+            for _ in range(warmup):
+                one_call()
+            first, before = _snapshot(cuda)
+            for _ in range(half):
+                one_call()
+            middle, _ = _snapshot(cuda)
+            for _ in range(calls - half):
+                one_call()
+            last, _ = _snapshot(cuda)
+            # Listed here, while the older heap is frozen out of the scan's sight.
+            new = [
+                t for t in _live_tensors() if (ref := before.get(id(t))) is None or ref() is not t
+            ]
+    except Exception as exc:
+        return _failed_forward(RETENTION, exc, batch, start, what="a train step or eval forward")
+    halves = (middle.minus(first), last.minus(middle))
+    total = last.minus(first)
+    per_call = {key: value / calls for key, value in total.items()}
+    growing = [key for key in total if halves[0][key] > 0 and halves[1][key] > 0]
+    details: dict[str, Any] = {
+        "input": signature,
+        "warmup": warmup,
+        "calls": calls,
+        "retained_after_warmup": {"tensors": first.tensors, "bytes": first.bytes},
+        "growth_by_half": list(halves),
+        "growth_per_call": {
+            key: int(value) if value == int(value) else value for key, value in per_call.items()
+        },
+        "growing": growing,
+        "device": str(device) if device is not None else "cpu",
+    }
+    if not growing:
+        return CheckResult.passed(
+            RETENTION,
+            TIER,
+            f"memory kept between calls is flat: {calls} train steps and eval forwards on "
+            f"{signature} after {warmup} warm-up(s) leave {total['tensors']:+d} live tensors "
+            f"({total['bytes']:+d} bytes).",
+            details,
+            duration_seconds=elapsed(start),
+        )
+    where = _holder(new, model)
+    if where is not None:
+        details["held_by"] = where
+    growth = [
+        f"{per_call['tensors']:.3g} tensors",
+        f"{_size(per_call['bytes'])} of tensor storage",
+    ]
+    if "cuda_allocated_bytes" in per_call:
+        growth.append(f"{_size(per_call['cuda_allocated_bytes'])} of CUDA allocator memory")
+    held = f" The new tensors are kept in {where}." if where else ""
+    return CheckResult.failed(
+        RETENTION,
+        TIER,
+        f"memory grows with every call: {calls} train steps (forward, loss, backward) and eval "
+        f"forwards on {signature}, after {warmup} warm-up(s), keep {', '.join(growth)} alive "
+        f"per call, and it grew in both halves of the run, so it never levels off.{held} "
+        "Something keeps each call's tensors: a list or dict that outputs, activations or "
+        "losses are appended to (with their autograd graph), a cache keyed by something that "
+        "changes every call, or a hook that stores tensors. Keep only what is needed, "
+        "detached (.detach()), in a bounded container; a bounded cache still filling after "
+        "the warm-up needs a larger warmup=.",
+        details,
+        duration_seconds=elapsed(start),
+    )
 
 
 # --------------------------------------------------------------------------- speed

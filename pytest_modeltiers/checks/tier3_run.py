@@ -7,7 +7,9 @@ one shows that the real training path works end to end: Lightning, the adapter, 
 rate schedule, the experiment database and the checkpoints. It passes when
 
 1. the run finishes (an exception from the model, the adapter or the run is a failure that
-   names it);
+   names it; a non-finite loss or gradient stops the run at that step, and the failure names
+   the step, the loss and the first parameter with a non-finite gradient, stored with the
+   failed run in the experiment database);
 2. the validation loss after training is finite and lower than before training (the shipped
    data is learnable, so a model that trains at all lowers it in a couple of epochs);
 3. the experiment database holds the run, marked completed, with ``val/loss`` for every epoch
@@ -24,19 +26,29 @@ checkpoint every epoch, no early stopping. The learning rate is the one setting 
 check rather than taken from ``training_config`` (whose default 5e-5 is meant for long runs of
 large models): it lowers the example models' validation loss in those 16 steps. Override the
 ``training_run_config`` fixture to change any of it.
+
+The run's files go to a temporary run directory; when the experiment database lives
+elsewhere (``--experiment-db``), the checkpoints it records are copied next to it, so a
+baseline recorded here outlives pytest's temporary folders.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_modeltiers.checks.common import describe_exception
+from pytest_modeltiers.checks.common import (
+    describe_exception,
+    describe_model_exception,
+    exception_details,
+)
+from pytest_modeltiers.errors import ModelTiersError
 from pytest_modeltiers.report import CheckResult, CheckStatus, jsonable
 from pytest_modeltiers.training.results import TrainingResults
 
@@ -81,7 +93,11 @@ class TrainingOutcome:
 
     @property
     def error_message(self) -> str:
-        return "" if self.error is None else describe_exception(self.error)
+        if self.error is None:
+            return ""
+        if isinstance(self.error, ModelTiersError):  # our own diagnosis: no line of the model
+            return describe_exception(self.error)
+        return describe_model_exception(self.error)
 
 
 def short_run_config(config: TrainingConfig) -> TrainingConfig:
@@ -126,7 +142,8 @@ def execute_training_run(
     """Build a fresh model and train it with ``run_training``; never raises (see the module).
 
     The global RNG states are restored afterwards, so the run does not shift the random
-    stream of the tests that follow it.
+    stream of the tests that follow it. Checkpoints are copied next to the database unless
+    ``run_dir`` is in the database's own folder (both are then kept, or deleted, together).
     """
     from pytest_modeltiers.training.lean_loop import preserved_rng
 
@@ -147,9 +164,17 @@ def execute_training_run(
             from pytest_modeltiers.training.run import run_training
 
             db = ExperimentDB(db_path) if db_path is not None else None
+            copy = db is not None and not _is_within(Path(run_dir), db.path.parent)
             try:
                 results = run_training(
-                    build_model(), adapter, config, task, eval_config, db=db, run_dir=run_dir
+                    build_model(),
+                    adapter,
+                    config,
+                    task,
+                    eval_config,
+                    db=db,
+                    run_dir=run_dir,
+                    copy_checkpoints=copy,
                 )
             finally:
                 if db is not None:
@@ -163,6 +188,10 @@ def execute_training_run(
         db_path=None if db_path is None else str(db_path),
         duration_seconds=time.perf_counter() - start,
     )
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
 
 
 def _done(start: float, status: str, message: str, details: dict[str, Any]) -> CheckResult:
@@ -190,11 +219,19 @@ def check_training_run(outcome: TrainingOutcome) -> CheckResult:
     details: dict[str, Any] = {"run": outcome.config, "db_path": outcome.db_path}
     if outcome.results is None:
         error = outcome.error
+        if error is not None and not isinstance(error, ModelTiersError):
+            details.update(exception_details(error))
         extra = ""
         if error is not None and "does not depend on any trainable parameter" in str(error):
             extra = f" {_NOT_LEARNING}"
+        diagnosis = getattr(error, "diagnosis", None)
+        if isinstance(diagnosis, dict):
+            details["non_finite"] = diagnosis
+            recorded_in = getattr(error, "recorded_in", None)
+            if recorded_in:
+                extra += f" The run is stored as failed, with this diagnosis, as {recorded_in}."
         message = (
-            f"the training run failed: {outcome.error_message}.{extra} Reproduce with "
+            f"the training run failed: {outcome.error_message.rstrip('.')}.{extra} Reproduce with "
             "run_training(model, adapter, training_cfg, task_spec, eval_cfg) from "
             "pytest_modeltiers (or `modeltiers train --config FILE`)."
         )

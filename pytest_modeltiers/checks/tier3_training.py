@@ -28,10 +28,14 @@ adapter's real task loss:
   does not restore shows up. When the reloaded model's train-mode output already differs from
   the original's before any further step, the message says the model keeps state outside its
   ``state_dict()``.
-- ``check_seed_reproducibility``: two runs from the same seed give the same losses and the same
+- ``check_seed_reproducibility``: two models built from the factory under the same seed have the
+  same initial weights, and two runs from the same seed give the same losses and the same
   final parameters. Exactly, by default: on one device in one process, seeded torch, Python and
   NumPy generators leave nothing to chance, so any difference is randomness the seed does not
-  reach. Pass ``atol`` for CUDA models that use nondeterministic kernels on purpose.
+  reach. Pass ``atol`` for CUDA models that use nondeterministic kernels on purpose. The
+  training runs start from copies of one built model, so randomness at construction (weights
+  drawn from a generator seeded with the clock) shows only in the builds: without a
+  ``factory`` it is not checked, and the details say so.
 
 Rules every check follows:
 
@@ -57,7 +61,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_modeltiers.checks.common import describe_exception
+from pytest_modeltiers.checks.common import (
+    describe_exception,
+    describe_model_exception,
+    exception_details,
+)
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.batches import batch_signature
 from pytest_modeltiers.report import CheckResult, CheckStatus, jsonable
@@ -147,10 +155,18 @@ def _step_failure(name: str, err: TrainingStepError, signature: str) -> str:
         "optimizer": "the optimizer step raised",
     }[err.stage]
     return (
-        f"{name}: {what} {describe_exception(err.exc)} for input {signature}, so training "
-        "could not be checked. Reproduce with loss = adapter.loss(adapter.forward(model, "
-        "batch), batch); loss.backward() in train mode."
+        f"{name}: {what} {describe_model_exception(err.exc)} for input {signature}, so "
+        "training could not be checked. Reproduce with loss = adapter.loss(adapter.forward("
+        "model, batch), batch); loss.backward() in train mode."
     )
+
+
+def _step_failed(
+    name: str, start: float, err: TrainingStepError, signature: str, details: dict[str, Any]
+) -> CheckResult:
+    """The failure of a training step that raised, with where the model raised it."""
+    message = _step_failure(name, err, signature)
+    return _done(name, start, "failed", message, {**details, **exception_details(err.exc)})
 
 
 def _trainable(model: nn.Module) -> int:
@@ -206,7 +222,7 @@ def check_overfit_single_batch(
                 if loss <= target_ratio * losses[0]:
                     break
         except TrainingStepError as err:
-            return _done(name, start, "failed", _step_failure(name, err, signature), base)
+            return _step_failed(name, start, err, signature, base)
         except NoGradientPathError as exc:
             message = (
                 f"the loss cannot decrease: {exc} for input {signature}, so no optimizer step "
@@ -327,7 +343,7 @@ def check_gradient_accumulation_equivalence(
             full = _one_update(model, adapter, [batch], mode, seed)
             accumulated = _one_update(model, adapter, parts, mode, seed)
         except TrainingStepError as err:
-            return _done(name, start, "failed", _step_failure(name, err, signature), base)
+            return _step_failed(name, start, err, signature, base)
         except NoGradientPathError as exc:
             message = f"{name}: {exc} for input {signature}. {_DETACHED_CAUSES}"
             return _done(name, start, "failed", message, base)
@@ -522,7 +538,7 @@ def check_resume_equivalence(
             hidden = _outputs_differ(snapshot, fresh, adapter, batches[k], seed)
             resumed_losses = [resumed.step(batch) for batch in batches[k:]]
         except TrainingStepError as err:
-            return _done(name, start, "failed", _step_failure(name, err, signature), base)
+            return _step_failed(name, start, err, signature, base)
         except NoGradientPathError as exc:
             message = f"{name}: {exc} for input {signature}. {_DETACHED_CAUSES}"
             return _done(name, start, "failed", message, base)
@@ -623,24 +639,87 @@ def _outputs_differ(
 # --------------------------------------------------------------------------- seed
 
 
+def _construction_difference(
+    factory: Callable[[], nn.Module], seed: int, atol: float
+) -> dict[str, Any]:
+    """Build the model twice under ``seed`` and compare the two ``state_dict()`` tensors."""
+    states = []
+    with preserved_rng():
+        for _ in range(2):
+            seed_everything(seed)
+            built = factory()
+            states.append(
+                {k: v.detach().clone() for k, v in built.state_dict().items() if torch.is_tensor(v)}
+            )
+            del built
+    first, second = states
+    mismatched = sorted(set(first) ^ set(second))
+    max_diff = 0.0
+    for key in sorted(set(first) & set(second)):
+        a, b = first[key], second[key]
+        if a.shape != b.shape or a.dtype != b.dtype:
+            mismatched.append(key)
+            continue
+        if a.is_floating_point() or a.is_complex():
+            diff = float((a - b).abs().max()) if a.numel() else 0.0
+            if not diff <= atol:  # NaN differs too
+                mismatched.append(key)
+                max_diff = math.inf if math.isnan(diff) else max(max_diff, diff)
+        elif not torch.equal(a, b):
+            mismatched.append(key)
+    return {"tensors": len(first), "mismatched_parameters": mismatched, "max_abs_diff": max_diff}
+
+
 def check_seed_reproducibility(
     model: nn.Module,
     adapter: TaskAdapter,
     batches: Sequence[Batch],
     *,
+    factory: Callable[[], nn.Module] | None = None,
     seed: int = 0,
     lr: float = SANITY_LR,
     atol: float = 0.0,
 ) -> CheckResult:
-    """Two training runs from the same seed give the same losses and final parameters."""
+    """The model built twice under one seed starts from the same weights (when a ``factory``
+    builds it), and two training runs from the same seed give the same losses and parameters.
+    """
     name = "test_seed_reproducibility"
     start = time.perf_counter()
-    signature = batch_signature(dict(batches[0]))
-    base: dict[str, Any] = {"input": signature, "steps": len(batches), "seed": seed, "atol": atol}
     if not batches:
         raise ValueError("check_seed_reproducibility needs at least one batch")
+    signature = batch_signature(dict(batches[0]))
+    base: dict[str, Any] = {"input": signature, "steps": len(batches), "seed": seed, "atol": atol}
     if _trainable(model) == 0:
         return _done(name, start, "failed", _no_trainable(model), base)
+    if factory is not None:
+        try:
+            construction = _construction_difference(factory, seed, atol)
+        except Exception as exc:
+            message = (
+                f"building the model from its factory raised {describe_exception(exc)}, so "
+                "its initial weights could not be compared between two builds. A factory must "
+                "build the model every time it is called; reproduce with two calls under "
+                "torch.manual_seed."
+            )
+            return _done(name, start, "failed", message, base)
+        base["construction"] = construction
+        different = construction["mismatched_parameters"]
+        if different:
+            shown = ", ".join(different[:8]) + (
+                f" and {len(different) - 8} more" if len(different) > 8 else ""
+            )
+            message = (
+                f"the model built twice from its factory under seed {seed} starts from "
+                f"different initial weights: {len(different)} of {construction['tensors']} "
+                f"state_dict tensors differ ({shown}; max |diff| "
+                f"{construction['max_abs_diff']:.3g}), so no run can be reproduced from its "
+                "seed. The constructor draws randomness that torch.manual_seed, random.seed "
+                "and numpy.random.seed do not control: a torch.Generator seeded from the clock "
+                "(time.time(), time.time_ns()) or os.urandom, or a private generator that "
+                "earlier builds advanced. Initialise from torch's global generator, or seed "
+                "the private one from it (torch.randint(...) or torch.initial_seed())."
+            )
+            return _done(name, start, "failed", message, base)
     runs: list[tuple[list[float], dict[str, torch.Tensor]]] = []
     with preserved_rng():
         try:
@@ -652,7 +731,7 @@ def check_seed_reproducibility(
                 params = {n: p.detach().clone() for n, p in clone.named_parameters()}
                 runs.append((losses, params))
         except TrainingStepError as err:
-            return _done(name, start, "failed", _step_failure(name, err, signature), base)
+            return _step_failed(name, start, err, signature, base)
         except NoGradientPathError as exc:
             message = f"{name}: {exc} for input {signature}. {_DETACHED_CAUSES}"
             return _done(name, start, "failed", message, base)

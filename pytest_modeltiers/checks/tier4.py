@@ -24,7 +24,12 @@ from typing import Any
 
 import torch
 
-from pytest_modeltiers.checks.common import describe_exception, elapsed
+from pytest_modeltiers.checks.common import (
+    describe_exception,
+    describe_model_exception,
+    elapsed,
+    exception_details,
+)
 from pytest_modeltiers.export.cache import ExportOutcome
 from pytest_modeltiers.export.formats import ArtifactError, ExportError
 from pytest_modeltiers.export.latency import time_interleaved
@@ -96,9 +101,9 @@ def check_export(outcome: ExportOutcome) -> CheckResult:
             name,
             TIER,
             f"exporting {outcome.format} failed before the exporter ran: "
-            f"{describe_exception(error)}. The model (or its adapter) must run on the export "
-            "example, a batch of 2 at the task's shapes.",
-            {"format": outcome.format, "exception": describe_exception(error)},
+            f"{describe_model_exception(error)}. The model (or its adapter) must run on the "
+            "export example, a batch of 2 at the task's shapes.",
+            {"format": outcome.format, **exception_details(error)},
             duration_seconds=seconds,
         )
     artifact = outcome.artifact
@@ -446,10 +451,21 @@ def check_export_latency(
 
 
 def check_export_health(report: Any, paths: Sequence[str] = ()) -> CheckResult:
-    """``test_export_health``: failed if any health check failed or errored."""
+    """``test_export_health``: failed if any health check failed or errored.
+
+    Formats the report skipped because their export failed are listed in ``depends_on``
+    (``test_export[FORMAT]``) and named in the message: that failure is counted once, there.
+    """
     data = report.to_dict()
     failed = report.get_failed_checks()
     warnings = report.get_warnings()
+    depends_on = [
+        f"{EXPORT}[{c['details']['format']}]"
+        for c in data["checks"]
+        if c["status"] == "skipped"
+        and c["check_name"].endswith("_validation")
+        and "format" in (c.get("details") or {})
+    ]
     details = {
         "health_score": data["health_score"],
         "summary": data["summary"],
@@ -458,27 +474,35 @@ def check_export_health(report: Any, paths: Sequence[str] = ()) -> CheckResult:
             for c in data["checks"]
         ],
         "report_files": list(paths),
+        "depends_on": depends_on,
     }
     score = data["health_score"]
     shown = "n/a" if score is None else f"{score:.1f}"
     where = f" (report: {', '.join(paths)})" if paths else ""
+    ran = len(data["checks"]) - data["summary"]["skipped"]
+    unchecked = (
+        f"; not checked: the artifacts of {', '.join(depends_on)}, which failed (counted there)"
+        if depends_on
+        else ""
+    )
     if failed:
         listed = "; ".join(f"{c.check_name}: {c.message}" for c in failed[:5])
         return CheckResult.failed(
             HEALTH,
             TIER,
-            f"{len(failed)} of {len(data['checks'])} export health checks failed, health score "
-            f"{shown}{where}: {listed}",
+            f"{len(failed)} of {ran} export health checks failed, health score "
+            f"{shown}{where}: {listed}{unchecked}",
             details,
         )
     if warnings:
         listed = "; ".join(f"{c.check_name}: {c.message}" for c in warnings[:5])
         return CheckResult.warning(
-            HEALTH, TIER, f"health score {shown}{where}; warnings: {listed}", details
+            HEALTH, TIER, f"health score {shown}{where}; warnings: {listed}{unchecked}", details
         )
     return CheckResult.passed(
         HEALTH,
         TIER,
-        f"all {len(data['checks'])} export health checks passed, health score {shown}{where}.",
+        f"all {ran} export health checks {'that ran ' if unchecked else ''}passed, health score "
+        f"{shown}{where}{unchecked}.",
         details,
     )

@@ -17,14 +17,19 @@ same way:
   (too few observations): no evidence is not a pass.
 - ``check_retraining`` (``test_retraining_triggers``): fails when the retraining report's
   severity reaches its gate (default ``critical``); a warning when triggers fired below the
-  gate; passed when none fired, with the triggers that could not be evaluated (no reference
-  profile, no baseline) named in the message.
+  gate; skipped when no trigger had its data ("could not decide"); passed when some triggers
+  were evaluated and none fired, naming the ones that could not be ("pass only on what was
+  judged"). With ``require_data`` any trigger without data fails it.
+- ``check_missing_input``: the verdict of a check whose input is absent: skipped with the reason
+  and ``details["no_data"]`` (the health report counts these apart), or failed when the user
+  required the input (``--modeltiers-require``), naming the option to pass.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from pytest_modeltiers.report import CheckResult
 
@@ -32,11 +37,49 @@ if TYPE_CHECKING:
     from pytest_modeltiers.monitoring.drift import DriftReport
     from pytest_modeltiers.monitoring.evaluation import EvalResult
     from pytest_modeltiers.monitoring.regression import ComparisonResult
+    from pytest_modeltiers.monitoring.triggers_base import TriggerDetail
     from pytest_modeltiers.monitoring.triggers_report import RetrainingReport
 
-__all__ = ["check_baseline_regression", "check_drift", "check_eval_metrics", "check_retraining"]
+__all__ = [
+    "check_baseline_regression",
+    "check_drift",
+    "check_eval_metrics",
+    "check_missing_input",
+    "check_retraining",
+]
 
 TIER = 5
+REQUIRE_FLAG = "--modeltiers-require"
+
+#: Which options feed a retraining trigger of each kind (for "pass ..." in messages).
+_TRIGGER_INPUTS = {
+    "drift": "--reference-profile",
+    "performance": "--baseline-run RUN_ID (with test_baseline_regression in the session) or "
+    "--model-registry with a production model",
+    "time": "--model-registry with a production model (its trained_at metadata or creation time)",
+    "data_volume": "--model-registry with a production model (its training_samples metadata)",
+    "composite": "the inputs of its child triggers",
+}
+
+
+def check_missing_input(
+    name: str,
+    *,
+    missing: str,
+    message: str,
+    requirement: str,
+    required: bool,
+    details: dict[str, Any] | None = None,
+) -> CheckResult:
+    """A check with nothing to judge: skipped naming ``missing``, failed when it was required.
+
+    ``message`` says what is missing and which option provides it; ``requirement`` is the
+    ``--modeltiers-require`` name that makes its absence a failure.
+    """
+    extra = {**(details or {}), "no_data": [missing]}
+    if required:
+        return CheckResult.failed(name, TIER, f"{REQUIRE_FLAG} {requirement}: {message}", extra)
+    return CheckResult.skipped(name, TIER, message, extra)
 
 
 def check_eval_metrics(result: EvalResult, *, run_id: int | None = None) -> CheckResult:
@@ -99,7 +142,10 @@ def check_drift(report: DriftReport, *, check_name: str, what: str, reference: s
     if report.inconclusive:
         reasons = "; ".join(f"{s.name}: {s.reason}" for s in report.skipped) or "no signals"
         return CheckResult.skipped(
-            check_name, TIER, f"{what} drift not evaluated, every signal was skipped: {reasons}"
+            check_name,
+            TIER,
+            f"{what} drift not evaluated, every signal was skipped: {reasons}",
+            {**details, "no_data": [f"enough data for the {what} signals"]},
         )
     against = f"against the reference ({reference})"
     if report.dataset_drifted:
@@ -123,27 +169,78 @@ def check_drift(report: DriftReport, *, check_name: str, what: str, reference: s
     return CheckResult.passed(check_name, TIER, f"no {what} drift {against}.\n{summary}", details)
 
 
-def check_retraining(report: RetrainingReport, *, written_to: str | None = None) -> CheckResult:
-    """The retraining decision: fail at the gate, warn below it, pass when nothing fired."""
+def check_retraining(
+    report: RetrainingReport, *, written_to: str | None = None, require_data: bool = False
+) -> CheckResult:
+    """The retraining decision, made only on the triggers that had their data.
+
+    Fails at the gate and warns below it when triggers fired; when none fired, passes if some
+    were evaluated (naming the ones that were not) and is skipped if none were, since "nothing
+    fired" then means "nothing looked". ``require_data`` (``--modeltiers-require
+    tier5.triggers``) fails it whenever an active trigger lacked its data.
+    """
     name = "test_retraining_triggers"
     details = report.to_dict()
     if written_to is not None:
         details["written_to"] = written_to
     summary = report.summary()
+    missing = report.not_evaluated
+    undecided = (
+        f"could not decide: no data for {', '.join(d.trigger_name for d in missing)}"
+        if missing
+        else ""
+    )
     if report.gate_failed:
+        note = f"; not evaluated (no data): {_names(missing)}" if missing else ""
         return CheckResult.failed(
             name,
             TIER,
             f"retraining needed: severity {report.severity} reaches the gate "
-            f"({report.gate}).\n{summary}",
+            f"({report.gate}){note}.\n{summary}",
+            details,
+        )
+    if require_data and missing:
+        return CheckResult.failed(
+            name,
+            TIER,
+            f"{REQUIRE_FLAG} tier5.triggers: {undecided}; pass {_fixes(missing)}.\n{summary}",
             details,
         )
     if report.fired:
+        note = f"; not evaluated (no data): {_names(missing)}" if missing else ""
         return CheckResult.warning(
             name,
             TIER,
             f"triggers fired with severity {report.severity}, below the gate "
-            f"({report.gate}).\n{summary}",
+            f"({report.gate}){note}.\n{summary}",
             details,
         )
-    return CheckResult.passed(name, TIER, f"no retraining trigger fired.\n{summary}", details)
+    if not report.decided:
+        if not missing:
+            message = f"every trigger of the retraining policy is disabled.\n{summary}"
+            return CheckResult.skipped(name, TIER, message, details)
+        reasons = "; ".join(f"{d.trigger_name} ({d.reason})" for d in missing)
+        details["no_data"] = [f"trigger data: {d.trigger_name}" for d in missing]
+        return CheckResult.skipped(
+            name,
+            TIER,
+            f"could not decide: no data for {reasons}. Pass {_fixes(missing)}.",
+            details,
+        )
+    judged = report.evaluated
+    message = f"no retraining trigger fired among the {len(judged)} evaluated ({_names(judged)})"
+    if missing:
+        message += f"; {undecided}"
+    return CheckResult.passed(name, TIER, f"{message}.\n{summary}", details)
+
+
+def _names(details: Sequence[TriggerDetail]) -> str:
+    return ", ".join(d.trigger_name for d in details)
+
+
+def _fixes(missing: Sequence[TriggerDetail]) -> str:
+    """The options that would give the missing triggers their data, each named once."""
+    fixes = dict.fromkeys(
+        f"{_TRIGGER_INPUTS.get(d.kind, 'its input')} ({d.trigger_name})" for d in missing
+    )
+    return "; ".join(fixes)

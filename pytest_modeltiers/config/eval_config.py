@@ -23,6 +23,7 @@ from pytest_modeltiers.config._util import (
     int_rule,
     str_rule,
 )
+from pytest_modeltiers.config.limits import LIMITS
 from pytest_modeltiers.config.task_spec import TaskSpec, resolve_task
 from pytest_modeltiers.config.training import TrainingConfig
 from pytest_modeltiers.errors import ConfigError
@@ -76,11 +77,13 @@ _EVAL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EvalConfig))
 _EVAL_RULES: dict[str, Rule] = {
     "dataset_id": str_rule("dataset_id"),
     "split": str_rule("split"),
-    "max_eval_examples": int_rule("max_eval_examples", 1),
-    "batch_size": int_rule("batch_size", 1),
-    "num_workers": int_rule("num_workers", 0),
-    "max_seq_length": int_rule("max_seq_length", 1),
-    "eval_interval_steps": int_rule("eval_interval_steps", 1),
+    "max_eval_examples": int_rule("max_eval_examples", 1, maximum=LIMITS["max_eval_examples"]),
+    "batch_size": int_rule("batch_size", 1, maximum=LIMITS["batch_size"]),
+    "num_workers": int_rule("num_workers", 0, maximum=LIMITS["num_workers"]),
+    "max_seq_length": int_rule("max_seq_length", 1, maximum=LIMITS["max_seq_length"]),
+    "eval_interval_steps": int_rule(
+        "eval_interval_steps", 1, maximum=LIMITS["eval_interval_steps"]
+    ),
     "eval_on_start": bool_rule("eval_on_start"),
 }
 

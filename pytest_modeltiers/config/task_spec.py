@@ -38,7 +38,9 @@ from pytest_modeltiers.config._util import (
     is_json_value,
     is_number,
     read_json_object,
+    shown,
 )
+from pytest_modeltiers.config.limits import LIMITS
 from pytest_modeltiers.errors import TaskSpecError
 
 __all__ = [
@@ -160,10 +162,7 @@ def _thaw(value: Any) -> Any:
 
 
 def _got(value: object) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"got {text} ({type(value).__name__})"
+    return f"got {shown(value, 60)} ({type(value).__name__})"
 
 
 def _supported_types_text() -> str:
@@ -218,9 +217,11 @@ class _Checker:
                 ok = False
         return ok
 
-    def int_at_least(self, name: str, value: object, minimum: int) -> None:
-        if not is_int(value) or value < minimum:  # type: ignore[operator]
-            self.fail(f"{name} must be an integer >= {minimum}, {_got(value)}")
+    def int_at_least(self, name: str, value: object, minimum: int, limit: str) -> None:
+        """An integer from ``minimum`` to ``LIMITS[limit]`` (a bound keeps typos finite)."""
+        maximum = LIMITS[limit]
+        if not is_int(value) or not minimum <= value <= maximum:  # type: ignore[operator]
+            self.fail(f"{name} must be an integer >= {minimum} and <= {maximum:_}, {_got(value)}")
 
 
 @dataclass(frozen=True)
@@ -289,7 +290,7 @@ class TaskSpec:
 
         if check.mapping("special_tokens", self.special_tokens, None):
             for key, token in self.special_tokens.items():
-                check.int_at_least(f"special_tokens.{key}", token, 0)
+                check.int_at_least(f"special_tokens.{key}", token, 0, "vocab_size")
             self._set("special_tokens", _freeze(self.special_tokens))
 
         if check.mapping("additional_config", self.additional_config, None):
@@ -319,9 +320,11 @@ class TaskSpec:
         if check.mapping("output_schema", self.output_schema, OUTPUT_SCHEMA_KEYS):
             out = self.output_schema
             if "vocab_size" in out:
-                check.int_at_least("output_schema.vocab_size", out["vocab_size"], 1)
+                check.int_at_least("output_schema.vocab_size", out["vocab_size"], 1, "vocab_size")
             if "num_classes" in out:
-                check.int_at_least("output_schema.num_classes", out["num_classes"], 2)
+                check.int_at_least(
+                    "output_schema.num_classes", out["num_classes"], 2, "num_classes"
+                )
             self._set("output_schema", _freeze(out))
         if self.preprocessing_config is not None and check.mapping(
             "preprocessing_config", self.preprocessing_config, PREPROCESSING_KEYS
@@ -333,17 +336,20 @@ class TaskSpec:
     def _check_input_schema(check: _Checker, schema: Mapping[str, Any]) -> None:
         for key in ("vocab_size", "max_seq_len", "max_target_len"):
             if key in schema:
-                check.int_at_least(f"input_schema.{key}", schema[key], 1)
+                check.int_at_least(f"input_schema.{key}", schema[key], 1, key)
         if "image_size" in schema:
             size = schema["image_size"]
             if (
                 not isinstance(size, (list, tuple))
                 or len(size) != 3
                 or not all(is_int(d) and d >= 1 for d in size)
+                or size[0] > LIMITS["channels"]
+                or max(size[1:]) > LIMITS["image_side"]
             ):
                 check.fail(
                     "input_schema.image_size must be [channels, height, width] with integers "
-                    f">= 1, {_got(size)}"
+                    f">= 1, at most {LIMITS['channels']} channels and {LIMITS['image_side']} "
+                    f"pixels a side, {_got(size)}"
                 )
         if "channels_first" in schema and not isinstance(schema["channels_first"], bool):
             value = schema["channels_first"]

@@ -24,7 +24,9 @@ load, with these deliberate differences:
 - Strategy ``"dp"`` is refused: Lightning 2 removed DataParallel.
 
 A config is validated when it is constructed and again by ``validate()``; every problem is
-reported at once in one ``ConfigError`` with a bulleted list.
+reported at once in one ``ConfigError`` with a bulleted list. Every size (``vocab_size``,
+``batch_size``, ``epochs``, the model's shape, ...) has an upper bound (``config.limits``), named
+in its error.
 """
 
 from __future__ import annotations
@@ -49,8 +51,10 @@ from pytest_modeltiers.config._util import (
     positive_rule,
     range_rule,
     read_json_object,
+    shown,
     str_rule,
 )
+from pytest_modeltiers.config.limits import LIMITS
 from pytest_modeltiers.errors import ConfigError
 
 __all__ = [
@@ -303,15 +307,17 @@ def _strategy_rule(value: Any) -> str | None:
 
 def _devices_rule(value: Any) -> str | None:
     expected = (
-        "devices must be 'auto', a positive integer (-1 for all devices) or a non-empty list of "
-        f"distinct device indices >= 0 (got {value!r})"
+        f"devices must be 'auto', a positive integer up to {LIMITS['devices']} (-1 for all "
+        "devices) or a non-empty list of distinct device indices >= 0 "
+        f"(got {shown(value)})"
     )
     if value == "auto":
         return None
     if is_int(value):
-        return None if value >= 1 or value == -1 else expected
+        return None if 1 <= value <= LIMITS["devices"] or value == -1 else expected
     if isinstance(value, list):
-        if not value or not all(is_int(d) and d >= 0 for d in value):
+        valid = (is_int(d) and 0 <= d < LIMITS["devices"] for d in value)
+        if not value or len(value) > LIMITS["devices"] or not all(valid):
             return expected
         if len(set(value)) != len(value):
             return f"devices lists a device more than once (got {value!r})"
@@ -346,8 +352,13 @@ def _created_at_rule(value: Any) -> str | None:
 
 def _seed_rule(value: Any) -> str | None:
     if not is_int(value) or not 0 <= value < 2**32:
-        return f"random_seed must be an integer in [0, 2**32 - 1] (got {value!r})"
+        return f"random_seed must be an integer in [0, 2**32 - 1] (got {shown(value)})"
     return None
+
+
+def _sized(name: str, minimum: int, optional: bool = False) -> Rule:
+    """An integer size from ``minimum`` to its bound in ``LIMITS``."""
+    return int_rule(name, minimum, optional=optional, maximum=LIMITS[name])
 
 
 #: One rule per field. The builder uses the same rules for its progressive validation.
@@ -355,35 +366,35 @@ FIELD_RULES: dict[str, Rule] = {
     "random_seed": _seed_rule,
     "deterministic": bool_rule("deterministic"),
     "learning_rate": positive_rule("learning_rate"),
-    "batch_size": int_rule("batch_size", 1),
-    "epochs": int_rule("epochs", 1),
+    "batch_size": _sized("batch_size", 1),
+    "epochs": _sized("epochs", 1),
     "warmup_ratio": range_rule("warmup_ratio", 0, 1),
     "weight_decay": range_rule("weight_decay", 0),
     "max_grad_norm": positive_rule("max_grad_norm"),
     "use_lr_schedule": bool_rule("use_lr_schedule"),
     "lr_scheduler": choice_rule("lr_scheduler", LR_SCHEDULERS),
-    "warmup_steps": int_rule("warmup_steps", 0, optional=True),
+    "warmup_steps": _sized("warmup_steps", 0, optional=True),
     "min_lr_ratio": range_rule("min_lr_ratio", 0, 1),
     "use_amp": bool_rule("use_amp"),
-    "gradient_accumulation_steps": int_rule("gradient_accumulation_steps", 1),
-    "early_stopping_patience": int_rule("early_stopping_patience", 0),
+    "gradient_accumulation_steps": _sized("gradient_accumulation_steps", 1),
+    "early_stopping_patience": _sized("early_stopping_patience", 0),
     "validation_split": range_rule("validation_split", 0, 0.5),
     "compile_mode": choice_rule("compile_mode", COMPILE_MODES, optional=True),
     "compile_fullgraph": bool_rule("compile_fullgraph"),
     "compile_dynamic": bool_rule("compile_dynamic"),
     "strategy": _strategy_rule,
     "devices": _devices_rule,
-    "num_nodes": int_rule("num_nodes", 1),
-    "accumulate_grad_batches": int_rule("accumulate_grad_batches", 1),
+    "num_nodes": _sized("num_nodes", 1),
+    "accumulate_grad_batches": _sized("accumulate_grad_batches", 1),
     "precision": choice_rule("precision", PRECISIONS),
     "model_name": str_rule("model_name"),
     "model_type": choice_rule("model_type", MODEL_TYPES),
-    "vocab_size": int_rule("vocab_size", 1, optional=True),
-    "max_seq_len": int_rule("max_seq_len", 1),
-    "d_model": int_rule("d_model", 1),
-    "num_layers": int_rule("num_layers", 1),
-    "num_heads": int_rule("num_heads", 1),
-    "d_ff": int_rule("d_ff", 1),
+    "vocab_size": _sized("vocab_size", 1, optional=True),
+    "max_seq_len": _sized("max_seq_len", 1),
+    "d_model": _sized("d_model", 1),
+    "num_layers": _sized("num_layers", 1),
+    "num_heads": _sized("num_heads", 1),
+    "d_ff": _sized("d_ff", 1),
     "dropout": range_rule("dropout", 0, 1),
     "task_name": str_rule("task_name"),
     "eval_dataset_id": str_rule("eval_dataset_id", optional=True),
@@ -391,10 +402,10 @@ FIELD_RULES: dict[str, Rule] = {
     "dataset_name": str_rule("dataset_name"),
     "dataset_split": str_rule("dataset_split"),
     "dataset_subset": str_rule("dataset_subset", optional=True),
-    "max_train_samples": int_rule("max_train_samples", 1, optional=True),
-    "max_val_samples": int_rule("max_val_samples", 1, optional=True),
+    "max_train_samples": _sized("max_train_samples", 1, optional=True),
+    "max_val_samples": _sized("max_val_samples", 1, optional=True),
     "checkpoint_dir": str_rule("checkpoint_dir"),
-    "save_every_n_epochs": int_rule("save_every_n_epochs", 1),
+    "save_every_n_epochs": _sized("save_every_n_epochs", 1),
     "keep_best_only": bool_rule("keep_best_only"),
     "use_wandb": bool_rule("use_wandb"),
     "wandb_project": str_rule("wandb_project"),

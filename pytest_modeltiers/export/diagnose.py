@@ -27,8 +27,11 @@ import linecache
 import logging
 import os
 import re
+import site
+import sys
 import sysconfig
 import traceback
+import types
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,18 +40,26 @@ from typing import Any
 
 __all__ = ["ExportFailure", "ExporterLog", "explain_export_error", "quiet_exporter", "user_frame"]
 
-_LIBRARY_ROOTS = tuple(
+_PACKAGE_ROOT = os.path.realpath(Path(__file__).resolve().parents[1])
+_SITE_ROOTS = tuple(
     {
         os.path.realpath(p)
         for p in (
             sysconfig.get_paths().get("purelib"),
             sysconfig.get_paths().get("platlib"),
-            sysconfig.get_paths().get("stdlib"),
-            str(Path(__file__).resolve().parents[1]),
+            *site.getsitepackages(),
         )
         if p
     }
 )
+_STDLIB_ROOTS = tuple(
+    {
+        os.path.realpath(p)
+        for p in (sysconfig.get_paths().get("stdlib"), sysconfig.get_paths().get("platstdlib"))
+        if p
+    }
+)
+_TORCH_PACKAGES = ("torch", "functorch", "torchgen")
 _MAX_CAUSE = 600
 _RAISED_AT = re.compile(
     r'The following call raised this error:\s*\n\s*File "(?P<file>[^"]+)", line (?P<line>\d+), '
@@ -67,12 +78,49 @@ _UNSUPPORTED = re.compile(
 )
 
 
+def frame_origin(filename: str) -> str:
+    """Whose code a traceback frame's file is: ``user``, ``library`` (third-party), ``torch``,
+    ``stdlib``, ``ours`` (this package) or ``internal`` (``<frozen ...>``, ``<string>``).
+
+    The user's own files are those outside the interpreter's library folders and this package,
+    so a model in an editable install counts as the user's; a model shipped in a package
+    (transformers) is a library's.
+    """
+    if not filename or filename.startswith("<"):
+        return "internal"
+    real = os.path.realpath(filename)
+    if _under(real, _PACKAGE_ROOT):
+        return "ours"
+    torch_roots = _loaded_torch_roots()
+    if any(_under(real, root) for root in torch_roots):
+        return "torch"
+    for root in _SITE_ROOTS:
+        if _under(real, root):
+            top = os.path.relpath(real, root).split(os.sep)[0]
+            return "torch" if top in _TORCH_PACKAGES else "library"
+    if any(_under(real, root) for root in _STDLIB_ROOTS):
+        return "stdlib"
+    return "user"
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root + os.sep)
+
+
+def _loaded_torch_roots() -> list[str]:
+    """The folders of torch's packages already imported (an install outside site-packages)."""
+    roots = []
+    for name in _TORCH_PACKAGES:
+        module = sys.modules.get(name)
+        file = getattr(module, "__file__", None)
+        if file:
+            roots.append(os.path.realpath(os.path.dirname(file)))
+    return roots
+
+
 def is_user_file(filename: str) -> bool:
     """True for a file outside the standard library, site-packages and this package."""
-    if not filename or filename.startswith("<"):
-        return False
-    real = os.path.realpath(filename)
-    return not any(real == root or real.startswith(root + os.sep) for root in _LIBRARY_ROOTS)
+    return frame_origin(filename) == "user"
 
 
 def describe_location(filename: str, line: int, func: str | None = None) -> str:
@@ -100,32 +148,79 @@ def user_frame(exc: BaseException) -> str | None:
     return found
 
 
+@dataclass(frozen=True)
+class GuardSite:
+    """Where the exporter fixed a size to a constant (a guard like ``Eq(s70, 8)``).
+
+    ``module`` is the innermost ``nn.Module`` whose ``forward`` was running (``"nn.LSTM"`` for
+    torch's own modules, ``package.module.Class`` for a library's, the class name for the
+    user's), ``module_path`` its attribute path in the model (``"encoder.lstm"``), ``origin``
+    whose code that ``forward`` is (``frame_origin``), and ``location`` the innermost frame of
+    the user's code then running, described: the line that fixed the size when ``origin`` is
+    ``user``, else the line that called the module that did.
+    """
+
+    expression: str
+    location: str | None = None
+    module: str | None = None
+    module_path: str | None = None
+    origin: str | None = None
+
+    @property
+    def in_users_code(self) -> bool:
+        return self.origin in (None, "user")
+
+    def to_dict(self) -> dict[str, Any]:
+        facts = {
+            "guard": self.expression,
+            "module": self.module,
+            "module_path": self.module_path,
+            "module_origin": self.origin,
+        }
+        return facts if self.in_users_code else {**facts, "called_at": self.location}
+
+
 @dataclass
 class ExporterLog:
     """Log records of torch's loggers while an exporter runs, captured instead of printed.
 
-    ``guards`` are ``(expression, location)`` pairs of shape guards added in user code; the
-    location of a guard like ``Eq(s70, 8)`` is where a dynamic size became a constant.
+    ``sites`` are the ``GuardSite`` of every guard that fixed a size to a constant, found from
+    the Python stack when torch logged the guard (the stack names the module that did it even
+    when torch's own record points into its internals); ``guards`` are ``(expression,
+    location)`` pairs of the guards with a known location.
     """
 
     records: list[logging.LogRecord] = field(default_factory=list)
     output: io.StringIO = field(default_factory=io.StringIO)
+    sites: list[GuardSite] = field(default_factory=list)
 
     @property
     def guards(self) -> list[tuple[str, str]]:
-        found = []
+        found = [(s.expression, s.location) for s in self.sites if s.location and s.in_users_code]
+        known = {s.expression for s in self.sites}
         for record in self.records:
-            if "[guard added]" not in str(record.msg) or not isinstance(record.args, tuple):
+            args = record.args
+            if not (_is_guard(record) and isinstance(args, tuple)):
                 continue
-            if len(record.args) < 3:
-                continue
-            expression, where = str(record.args[1]), _guard_location(record.args[2])
-            if where is not None:
+            expression, where = str(args[1]), _guard_location(args[2])
+            if where is not None and expression not in known:
                 found.append((expression, where))
         return found
 
+    def specialization_site(self, value: int | None = None) -> GuardSite | None:
+        """The site where a size was fixed to ``value`` (any constant when None), or None."""
+        for guard in self.sites:
+            match = _GUARD_EQ.match(guard.expression)
+            if match and (value is None or int(match["value"]) == value):
+                return guard
+        return None
+
     def specialization(self, value: int | None = None) -> str | None:
-        """Where a size was fixed to ``value`` (any constant when None), or None."""
+        """Where the user's code fixed a size to ``value`` (any constant when None), or None
+        (also when torch's or a library's module fixed it: see ``specialization_site``)."""
+        site = self.specialization_site(value)
+        if site is not None:
+            return site.location if site.in_users_code else None
         for expression, where in self.guards:
             match = _GUARD_EQ.match(expression)
             if match and (value is None or int(match["value"]) == value):
@@ -140,6 +235,66 @@ class ExporterLog:
                 with contextlib.suppress(Exception):
                     texts.append(record.getMessage()[:300])
         return texts[-limit:]
+
+
+def describe_site(site: GuardSite) -> str:
+    """``"nn.LSTM `lstm` (called at model.py:21 in forward: `...`)"`` or the user's line."""
+    if site.in_users_code or not site.module:
+        return site.location or site.expression
+    text = site.module + (f" `{site.module_path}`" if site.module_path else "")
+    return text + (f" (called at {site.location})" if site.location else "")
+
+
+def _is_guard(record: logging.LogRecord) -> bool:
+    return (
+        "[guard added]" in str(record.msg)
+        and isinstance(record.args, tuple)
+        and len(record.args) >= 3
+    )
+
+
+def _guard_site(expression: str, sloc: Any) -> GuardSite:
+    """The ``GuardSite`` of a guard being added now, from the current Python stack.
+
+    Walks outwards from the logging call: the first frame of user code is the location, the
+    first ``forward`` of an ``nn.Module`` the module that fixed the size; the walk ends at this
+    package's export wrapper, whose callers are not the model.
+    """
+    nn = getattr(sys.modules.get("torch"), "nn", None)
+    location: str | None = None
+    modules: list[tuple[Any, str]] = []
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        origin = frame_origin(code.co_filename)
+        if origin == "ours" and code.co_name == "forward":
+            break
+        if location is None and origin == "user":
+            location = describe_location(code.co_filename, frame.f_lineno, code.co_name)
+        if nn is not None and code.co_name == "forward":
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, nn.Module) and not any(owner is m for m, _ in modules):
+                modules.append((owner, origin))
+        frame = frame.f_back
+    if location is None:
+        location = _guard_location(sloc)
+    if not modules:
+        return GuardSite(expression, location)
+    inner, origin = modules[0]
+    root = modules[-1][0]
+    path = None
+    if inner is not root:
+        path = next((name for name, m in root.named_modules() if m is inner), None)
+    return GuardSite(expression, location, _module_name(inner, origin), path, origin)
+
+
+def _module_name(module: Any, origin: str) -> str:
+    cls = type(module)
+    if origin == "torch" and cls.__module__.startswith("torch.nn."):
+        return f"nn.{cls.__qualname__}"
+    if origin in ("torch", "library"):
+        return f"{cls.__module__}.{cls.__qualname__}"
+    return str(cls.__qualname__)
 
 
 def _guard_location(sloc: Any) -> str | None:
@@ -160,6 +315,14 @@ class _Capture(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.log.records.append(record)
+        args = record.args
+        if not (_is_guard(record) and isinstance(args, tuple) and _GUARD_EQ.match(str(args[1]))):
+            return
+        try:
+            site = _guard_site(str(args[1]), args[2])
+        except Exception:  # a model whose modules cannot be walked: torch's own location
+            site = GuardSite(str(args[1]), _guard_location(args[2]))
+        self.log.sites.append(site)
 
 
 _CAPTURED_LEVELS = {"torch.fx.experimental.symbolic_shapes": logging.INFO}
@@ -217,6 +380,8 @@ class ExportFailure:
     cause: str
     location: str | None
     exception: str
+    #: More facts for the report (the module that fixed a size, whose code it is).
+    facts: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -224,6 +389,7 @@ class ExportFailure:
             "cause": self.cause,
             "location": self.location,
             "exception": self.exception,
+            **self.facts,
         }
 
 
@@ -251,6 +417,36 @@ def _summary(exc: BaseException) -> str:
         parts.append(f"{type(current).__name__}: {current}")
         current = current.__cause__ or current.__context__
     return "\n".join(parts)
+
+
+def _specialized_outside_user_code(
+    axis: str, value: int, site: GuardSite, fmt: str, exception: str
+) -> ExportFailure:
+    """A size fixed inside a module of torch or of a library: not the user's code to change."""
+    owner = "torch" if site.origin == "torch" else str(site.module).split(".")[0]
+    where = describe_site(site)
+    if site.origin == "torch":
+        why = (
+            f"the cause is in torch, not in your code: torch.export traces {site.module} for "
+            f"one {axis} length (this torch version specialises it)."
+        )
+    else:
+        why = (
+            f"the cause is in {owner}'s code, not in yours: it turns the size into a Python "
+            f"number; a newer {owner} release may keep it symbolic."
+        )
+    others = "torchscript, onnx or pytorch" if fmt == "torch_export" else "another format"
+    cause = (
+        f"the {axis} dimension was fixed to the constant {value} inside {where}: {why} The "
+        f"{fmt} artifact would only accept {axis} {value}. Export this model with {others} "
+        "instead (--export-formats; the ONNX export falls back to the TorchScript-based "
+        "exporter, or choose it with --export-onnx-exporter legacy), or leave "
+        f"{fmt} out of --export-formats if you do not ship it."
+    )
+    # No location: the user's code is not the cause (an ONNX export may then fall back).
+    return ExportFailure(
+        "specialized_dimension", cause, None, exception, {"cause_in": site.origin, **site.to_dict()}
+    )
 
 
 def explain_export_error(
@@ -289,6 +485,9 @@ def explain_export_error(
     special = _SPECIALIZED.search(text)
     if special is not None:
         axis, value = special["axis"], int(special["value"])
+        site = log.specialization_site(value)
+        if site is not None and not site.in_users_code and site.module:
+            return _specialized_outside_user_code(axis, value, site, fmt, exception)
         location = log.specialization(value) or raised_at or user_frame(exc)
         at = f" at {location}" if location else ""
         return ExportFailure(
@@ -300,6 +499,7 @@ def explain_export_error(
             "tensors.",
             location,
             exception,
+            {"cause_in": "user", **(site.to_dict() if site is not None else {})},
         )
     narrower = _NARROWER.search(text)
     if narrower is not None:

@@ -50,6 +50,7 @@ from pytest_modeltiers.checks.common import preserved_model
 from pytest_modeltiers.export.diagnose import (
     ExporterLog,
     describe_location,
+    describe_site,
     explain_export_error,
     is_user_file,
     quiet_exporter,
@@ -358,19 +359,30 @@ def _name_axes(proto: Any, signature: ExportSignature) -> bool:
 def _fixed_dims_error(details: Mapping[str, Any], log: ExporterLog | None) -> ExportError:
     parts = []
     location = None
+    outside_user_code = True
     for input_name, dim, axis, size in details["fixed_dims"]:
         where = log.specialization(int(size)) if log is not None else None
+        site = log.specialization_site(int(size)) if log is not None else None
         location = location or where
-        at = f" (fixed at {where})" if where else ""
+        if where:
+            at = f" (fixed at {where})"
+        elif site is not None and site.module:
+            owner = "torch's" if site.origin == "torch" else "a library's"
+            at = f" (fixed inside {describe_site(site)}: {owner} code, not yours)"
+        else:
+            at = ""
+        outside_user_code = outside_user_code and not where and bool(at)
         parts.append(f"the {axis} dimension {dim} of {input_name} is the constant {size}{at}")
-    cause = (
-        "the ONNX graph does not accept other sizes: "
-        + "; ".join(parts)
-        + ". The exporter could not keep the dimension symbolic and silently fixed it; code that "
-        "turns a size into a Python number (int(x.shape[1]), .tolist(), torch.tensor of a list) "
-        "does this. Keep sizes symbolic (torch.arange(x.shape[1])); torch_export names the "
-        "exact cause."
+    advice = (
+        "The exporter traced a module of torch or of a library for one size; export this model "
+        "with the TorchScript-based exporter (--export-onnx-exporter legacy)."
+        if outside_user_code
+        else "The exporter could not keep the dimension symbolic and silently fixed it; code "
+        "that turns a size into a Python number (int(x.shape[1]), .tolist(), torch.tensor of a "
+        "list) does this. Keep sizes symbolic (torch.arange(x.shape[1])); torch_export names "
+        "the exact cause."
     )
+    cause = "the ONNX graph does not accept other sizes: " + "; ".join(parts) + ". " + advice
     return ExportError(
         "onnx",
         cause,

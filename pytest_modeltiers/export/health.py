@@ -41,7 +41,13 @@ import torch
 from torch import nn
 
 from pytest_modeltiers.atomic import atomic_write_text
-from pytest_modeltiers.checks.common import describe_exception, elapsed, preserved_model
+from pytest_modeltiers.checks.common import (
+    describe_exception,
+    describe_model_exception,
+    elapsed,
+    exception_details,
+    preserved_model,
+)
 from pytest_modeltiers.export.formats import FORMATS, QUANTIZED_FILE, ArtifactError, find_artifact
 from pytest_modeltiers.report import CheckResult, CheckStatus
 from pytest_modeltiers.report.health_report import summarize
@@ -327,11 +333,26 @@ class ExportHealthChecker:
         self,
         export_dir: str | os.PathLike[str] | None = None,
         formats: Sequence[str] | None = None,
+        *,
+        unavailable: Mapping[str, str] | None = None,
     ) -> ExportHealthReport:
-        """Pre-export checks; with ``export_dir`` and ``formats`` also format and post checks."""
+        """Pre-export checks; with ``export_dir`` and ``formats`` also format and post checks.
+
+        ``unavailable`` maps formats known to have no artifact to the reason (the export
+        failed, and says so elsewhere): their ``<fmt>_validation`` is skipped with the reason
+        instead of failing a second time for the same missing file.
+        """
         report = ExportHealthReport(model_name=self.model_name)
         for check in self.run_pre_export_checks():
             report.add_check(check)
+        unavailable = dict(unavailable or {})
+        for fmt, reason in unavailable.items():
+            report.add_check(
+                CheckResult.skipped(
+                    f"{fmt}_validation", TIER, f"no {fmt} artifact: {reason}", {"format": fmt}
+                )
+            )
+        formats = [fmt for fmt in formats or () if fmt not in unavailable]
         if export_dir is None or not formats:
             return report
         directory = Path(export_dir)
@@ -471,8 +492,8 @@ class ExportHealthChecker:
             return CheckResult.failed(
                 name,
                 TIER,
-                f"the forward pass raised {describe_exception(exc)}",
-                {"exception": describe_exception(exc)},
+                f"the forward pass raised {describe_model_exception(exc)}",
+                exception_details(exc),
                 duration_seconds=elapsed(start),
             )
         actual = list(logits.shape)
@@ -541,8 +562,8 @@ class ExportHealthChecker:
                     problems.append(f"batch {size}: non-finite logits")
             except Exception as exc:
                 entry["success"] = False
-                entry["error"] = describe_exception(exc)
-                problems.append(f"batch {size}: {describe_exception(exc)}")
+                entry["error"] = describe_model_exception(exc)
+                problems.append(f"batch {size}: {entry['error']}")
             results.append(entry)
         details = {"test_results": results}
         if problems:

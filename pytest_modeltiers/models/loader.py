@@ -15,9 +15,15 @@ fix it, so the plugin reports a usage error instead of a traceback. The order of
    ``model``/``MODEL`` instance, else the single no-argument ``nn.Module`` subclass defined in
    the file;
 4. the task is ``--task``, else the module's ``TASK``, else inferred from ``forward``'s
-   parameters; ``--task-option`` overrides fields; a missing ``vocab_size`` is read from the
-   model's input embedding;
-5. the adapter is ``--adapter``, else the task family's, and must be able to call ``forward``.
+   parameters; ``--task-option`` overrides fields (a factory taking ``task_spec`` gets them);
+   a missing ``vocab_size`` is read from the model's input embedding;
+5. the adapter is ``--adapter``, else the task family's, and must be able to call ``forward``;
+6. with a ``preflight`` (``modeltiers train`` estimates memory), steps 4 and 5 use a copy built
+   on PyTorch's meta device, and the preflight may refuse the model before it is built for real.
+
+Model code may fail in any way, ``SystemExit`` included: each is an error of the model
+(``ModelSpecError``), never of the session; ``KeyboardInterrupt`` still stops the run. Model
+files are compiled with their own ``__future__`` imports, not this module's.
 
 Instances are built under a fixed seed inside a forked RNG, so every fresh instance has the
 same weights and the caller's random state is untouched.
@@ -73,6 +79,9 @@ class LoadRequest:
     trust: bool = False
     sha256: str | None = None
     timeout: float = 300.0
+    #: Called with a ``MetaProbe`` once the task and adapter are known, before the model is
+    #: built for real; it raises to refuse the model (``modeltiers train``'s memory estimate).
+    preflight: Callable[[MetaProbe], None] | None = None
 
     @classmethod
     def from_options(cls, spec: str, values: dict[str, Any], rootdir: Path) -> LoadRequest:
@@ -87,6 +96,18 @@ class LoadRequest:
             sha256=values["modeltiers_model_sha256"],
             timeout=values["modeltiers_timeout"],
         )
+
+
+@dataclass(frozen=True)
+class MetaProbe:
+    """What is known about a model before it is built for real."""
+
+    #: The model built on PyTorch's meta device (shapes, no storage), or None when it failed.
+    meta_model: nn.Module | None
+    #: Why the meta build failed, when it did.
+    meta_error: str | None
+    task: TaskSpec
+    adapter: TaskAdapter
 
 
 @dataclass
@@ -160,22 +181,33 @@ def load_model(request: LoadRequest) -> LoadedModel:
     where = source.name if source else spec.module
     candidate, how = _pick_candidate(module, spec, where or spec.raw)
     task, task_reason = _explicit_task(request, module, where or spec.raw)
+    if task is not None:
+        task = apply_task_options(task, request.task_options)
     build = _factory(candidate, how, task)
-    first = call_with_timeout(lambda: _seeded(build), request.timeout, f"building {how}")
+    probe, probe_error = None, None
+    if request.preflight is not None:
+        probe, probe_error = _build_on_meta(build, request.timeout, how)
+    first = None if probe is not None else _build(build, request.timeout, how)
+    reference = probe if probe is not None else first
+    assert reference is not None
     if task is None:
-        task, task_reason = _infer_task(first)
+        task, task_reason = _infer_task(reference)
+        task = apply_task_options(task, request.task_options)
         build = _factory(candidate, how, task)
-    task = apply_task_options(task, request.task_options)
     if task.family != "vision" and task.vocab_size is None:
-        vocab, vocab_source = infer_vocab_size(first, task_reason)
+        vocab, vocab_source = infer_vocab_size(reference, task_reason)
         task = task.with_vocab_size(vocab)
         task_reason += f", vocab_size from {vocab_source}"
         build = _factory(candidate, how, task)
     adapter, adapter_reason = _adapter_for(request.adapter, task)
     try:
-        check_forward_compatible(first, adapter)
+        check_forward_compatible(reference, adapter)
     except AdapterError as exc:
         raise ModelSpecError(str(exc)) from None
+    if request.preflight is not None:
+        request.preflight(MetaProbe(probe, probe_error, task, adapter))
+    if first is None:
+        first = _build(build, request.timeout, how)
     name = (spec.attr or spec.raw) if spec.module else (source.stem if source else spec.raw)
     return LoadedModel(
         spec=spec,
@@ -193,6 +225,25 @@ def load_model(request: LoadRequest) -> LoadedModel:
         safety=safety,
         timeout=request.timeout,
     )
+
+
+def _build(build: Callable[[], nn.Module], timeout: float, how: str) -> nn.Module:
+    return call_with_timeout(lambda: _seeded(build), timeout, f"building {how}")
+
+
+def _build_on_meta(
+    build: Callable[[], nn.Module], timeout: float, how: str
+) -> tuple[nn.Module | None, str | None]:
+    """The model built on PyTorch's meta device (no storage), or None and why it failed.
+
+    A model that cannot be built there (it loads weights from a file, reads a tensor's
+    values) is built for real afterwards, and a real error is reported then.
+    """
+    try:
+        with torch.device("meta"):
+            return _build(build, timeout, f"{how} on the meta device"), None
+    except ModelSpecError as exc:
+        return None, str(exc)
 
 
 def _seeded(build: Callable[[], nn.Module]) -> nn.Module:
@@ -278,7 +329,8 @@ def _import_file(path: Path, content: bytes) -> ModuleType:
     fresh_cache = tempfile.TemporaryDirectory(prefix="modeltiers-pycache-")
     sys.pycache_prefix = fresh_cache.name
     try:
-        code = compile(content, str(path), "exec")
+        # dont_inherit: the file gets its own __future__ features, not this module's.
+        code = compile(content, str(path), "exec", dont_inherit=True)
         exec(code, module.__dict__)
     except SyntaxError as exc:
         del sys.modules[name]
@@ -394,7 +446,7 @@ def _factory(candidate: Any, how: str, task: TaskSpec | None) -> Callable[[], nn
                 f"{how}: {candidate.__name__}{inspect.signature(candidate)} needs arguments; add "
                 f"`def {FACTORY_NAME}(): return {candidate.__name__}(...)` to the file"
             )
-        return lambda: _checked_module(candidate(), how)
+        return lambda: _call_factory(candidate, {}, how)
     if not callable(candidate):
         raise ModelSpecError(
             f"{how} is a {type(candidate).__name__}, not an nn.Module, a class or a factory"
@@ -429,14 +481,28 @@ def _factory_kwargs(factory: Callable[..., Any], how: str, task: TaskSpec | None
 
 
 def _call_factory(factory: Callable[..., Any], kwargs: dict[str, Any], how: str) -> nn.Module:
+    """Build the model; any exception of the model's code, ``SystemExit`` included, is an error
+    of the model; ``KeyboardInterrupt`` still stops the caller."""
     try:
         built = factory(**kwargs)
     except ModelSpecError:
         raise
-    except Exception as exc:
-        location = _user_location(exc, Path(inspect.getfile(factory)))
+    except (Exception, SystemExit) as exc:
+        location = _user_location(exc, _defining_file(factory))
+        if isinstance(exc, SystemExit):
+            raise ModelSpecError(
+                f"{how}() called sys.exit({exc.code!r}){location}; building a model must return "
+                "it: raise an exception to report a problem instead"
+            ) from None
         raise ModelSpecError(f"{how}() raised {type(exc).__name__}: {exc}{location}") from None
     return _checked_module(built, how)
+
+
+def _defining_file(obj: Any) -> Path | None:
+    try:
+        return Path(inspect.getfile(obj))
+    except TypeError:
+        return None
 
 
 def _checked_module(built: Any, how: str) -> nn.Module:

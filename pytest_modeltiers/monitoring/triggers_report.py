@@ -8,7 +8,10 @@ since the policy did not hold. ``gate_failed`` compares that severity with the g
 ``critical``), which is what ``test_retraining_triggers`` asserts on. Triggers that lacked
 their input are listed under ``not_evaluated`` with the reason, in the JSON and at the top of
 the Markdown, so a trigger that can never fire (the guide's ``val_loss`` versus ``val/loss``)
-is visible instead of silently green. Files are written atomically.
+is visible instead of silently green. A report where no trigger had its data is not
+``decided``: it says "Could not decide: no data for ...", never "No retraining needed"; when
+some triggers had data and none fired, "no retraining needed" is said of those, naming the
+others. Files are written atomically.
 """
 
 from __future__ import annotations
@@ -68,8 +71,7 @@ class RetrainingReport:
             if d.status == "no_data":
                 recs.append(f"Trigger {d.trigger_name!r} could not be evaluated: {d.reason}.")
         if not fired:
-            active = sum(d.status != "disabled" for d in details)
-            recs.insert(0, f"No retraining needed: none of the {active} active trigger(s) fired.")
+            recs.insert(0, _quiet_verdict(details))
         moment = now or datetime.now(timezone.utc)
         return cls(
             triggered=bool(fired),
@@ -105,13 +107,35 @@ class RetrainingReport:
     def not_evaluated(self) -> tuple[TriggerDetail, ...]:
         return tuple(d for d in self.trigger_details if d.status == "no_data")
 
+    @property
+    def evaluated(self) -> tuple[TriggerDetail, ...]:
+        """The top-level triggers that had their data (fired, pending or quiet)."""
+        return tuple(d for d in self.trigger_details if d.evaluated)
+
+    @property
+    def decided(self) -> bool:
+        """False when no trigger had its data: the report then says nothing either way."""
+        return bool(self.evaluated)
+
+    def _why_undecided(self) -> str:
+        total = len(self.trigger_details)
+        if all(d.status == "disabled" for d in self.trigger_details):
+            return f"all {total} trigger(s) disabled"
+        return f"no data for {len(self.not_evaluated)} of {total} trigger(s)"
+
     def summary(self) -> str:
         """A few lines for a test failure message or the terminal summary."""
-        head = (
-            f"retraining: severity {self.severity} (gate {self.gate}"
-            f"{', FAILED' if self.gate_failed else ''}); "
-            f"{len(self.fired)}/{len(self.trigger_details)} trigger(s) fired"
-        )
+        total = len(self.trigger_details)
+        if self.decided:
+            head = (
+                f"retraining: severity {self.severity} (gate {self.gate}"
+                f"{', FAILED' if self.gate_failed else ''}); "
+                f"{len(self.fired)}/{total} trigger(s) fired"
+            )
+            if self.not_evaluated:
+                head += f", {len(self.not_evaluated)} not evaluated (no data)"
+        else:
+            head = f"retraining: could not decide (gate {self.gate}); {self._why_undecided()}"
         lines = [head]
         for d in self.trigger_details:
             lines.append(f"  {d.trigger_name} [{d.kind}, {d.severity}]: {d.status}: {d.reason}")
@@ -126,6 +150,7 @@ class RetrainingReport:
             "severity": self.severity,
             "gate": self.gate,
             "gate_failed": self.gate_failed,
+            "decided": self.decided,
             "timestamp": self.timestamp,
             "recommendations": list(self.recommendations),
             "not_evaluated": [d.trigger_name for d in self.not_evaluated],
@@ -172,12 +197,21 @@ class RetrainingReport:
 
     def to_markdown(self, path: str | os.PathLike[str] | None = None) -> str:
         """A page for humans; written atomically to ``path`` when given."""
-        verdict = "Retraining recommended" if self.triggered else "No retraining needed"
+        if not self.decided:
+            headline = (
+                f"**Could not decide** - {self._why_undecided()}, gate `{self.gate}`: not judged."
+            )
+        else:
+            verdict = "Retraining recommended" if self.triggered else "No retraining needed"
+            headline = (
+                f"**{verdict}** - severity **{self.severity}**, gate `{self.gate}`: "
+                f"{'**failed**' if self.gate_failed else 'passed'}"
+                f"{' on the evaluated triggers' if self.not_evaluated else ''}."
+            )
         lines = [
             "# Retraining report",
             "",
-            f"**{verdict}** - severity **{self.severity}**, gate `{self.gate}`: "
-            f"{'**failed**' if self.gate_failed else 'passed'}.",
+            headline,
             "",
             f"Evaluated at {self.timestamp} (UTC).",
             "",
@@ -203,6 +237,24 @@ class RetrainingReport:
         if path is not None:
             atomic_write_text(path, text)
         return text
+
+
+def _quiet_verdict(details: Sequence[TriggerDetail]) -> str:
+    """The first recommendation when nothing fired: a decision only on triggers that had data."""
+    active = [d for d in details if d.status != "disabled"]
+    missing = [d.trigger_name for d in active if d.status == "no_data"]
+    judged = [d.trigger_name for d in active if d.evaluated]
+    if not active:
+        return "Nothing to decide: every trigger of the policy is disabled."
+    if not judged:
+        return f"Could not decide: no data for {', '.join(missing)}."
+    if missing:
+        return (
+            f"No retraining needed on the evidence: none of the {len(judged)} evaluated "
+            f"trigger(s) ({', '.join(judged)}) fired; could not decide: no data for "
+            f"{', '.join(missing)}."
+        )
+    return f"No retraining needed: none of the {len(active)} active trigger(s) fired."
 
 
 def _fmt(value: float | None) -> str:

@@ -24,6 +24,17 @@ Decisions worth knowing:
   says when nothing ran, and an all-skipped run is an explicit "does not apply".
 - Versions come from package metadata, never imports (see ``environment``), so writing a report
   costs no torch import.
+- **Status.** A session writes its report twice: ``incomplete`` when it starts (with the reason a
+  reader should suspect if the file stays that way) and ``complete`` when it ends. A process that
+  dies in between (model code calling ``os._exit``, a kill, a check aborted by the timeout
+  watchdog) leaves the incomplete file, never a stale green one; ``not_run`` then lists the
+  tests that never ran, which are not counted anywhere else.
+- **Not judged.** A skipped check whose ``details["no_data"]`` lists missing inputs (no baseline,
+  no reference profile) had nothing to judge; ``summary.not_judged`` counts those among
+  ``skipped``, so readers can tell "does not apply" from "could not decide".
+- **Root causes.** Failed and errored checks whose ``details["exception"]`` (and
+  ``details["location"]``, when given) are the same are one problem seen several times;
+  ``root_causes`` lists each such group of two or more, largest first.
 """
 
 from __future__ import annotations
@@ -42,17 +53,24 @@ from pytest_modeltiers.report.markdown import render_markdown
 from pytest_modeltiers.report.recommendations import build_recommendations
 
 __all__ = [
+    "COMPLETE",
+    "INCOMPLETE",
     "MODEL_KEYS",
     "SCHEMA_VERSION",
     "TOOL_NAME",
     "HealthReport",
     "compute_health_score",
+    "find_root_causes",
+    "is_not_judged",
     "summarize",
 ]
 
 #: Version of the report's JSON layout; bump it (and the schema) on any incompatible change.
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 TOOL_NAME = "pytest-modeltiers"
+
+#: The report's ``status``: written at the end of a session that ran to its end, or not.
+COMPLETE, INCOMPLETE = "complete", "incomplete"
 
 #: Keys of a model identity; every one but ``key`` may be ``None`` when unknown.
 MODEL_KEYS: tuple[str, ...] = (
@@ -70,14 +88,18 @@ _TOP_KEYS = (
     "schema_version",
     "tool",
     "created_at",
+    "status",
+    "status_reason",
+    "not_run",
     "environment",
     "models",
     "summary",
+    "root_causes",
     "tiers",
     "checks",
     "recommendations",
 )
-_DERIVED_KEYS = ("summary", "tiers", "recommendations")
+_DERIVED_KEYS = ("summary", "root_causes", "tiers", "recommendations")
 
 #: What ``merge`` accepts: reports, results, result dicts, or iterables of those.
 MergePart = Union["HealthReport", CheckResult, Mapping[str, Any], Iterable[Any]]
@@ -95,21 +117,54 @@ def compute_health_score(passed: int, warning: int, scored: int) -> float | None
     return (passed + 0.5 * warning) / scored * 100
 
 
+def is_not_judged(result: CheckResult) -> bool:
+    """A skipped check that had no data to judge (``details["no_data"]`` names what was missing)."""
+    return result.status is CheckStatus.SKIPPED and bool(result.details.get("no_data"))
+
+
 def summarize(results: Iterable[CheckResult]) -> dict[str, Any]:
-    """Counts by status, ``total`` (all checks), ``scored`` (not skipped) and the score."""
+    """Counts by status, ``total`` (all checks), ``scored`` (not skipped), ``not_judged`` (the
+    skipped ones that had no data) and the score."""
     counts = {status.value: 0 for status in CheckStatus}
+    not_judged = 0
     for result in results:
         counts[result.status.value] += 1
+        not_judged += is_not_judged(result)
     total = sum(counts.values())
     scored = total - counts[CheckStatus.SKIPPED.value]
     return {
         "total": total,
         "scored": scored,
         **counts,
+        "not_judged": not_judged,
         "health_score": compute_health_score(
             counts[CheckStatus.PASSED.value], counts[CheckStatus.WARNING.value], scored
         ),
     }
+
+
+def find_root_causes(results: Iterable[CheckResult]) -> list[dict[str, Any]]:
+    """Groups of two or more failed or errored checks that raised the same exception at the same
+    place (``details["exception"]`` and, when given, ``details["location"]``), largest first."""
+    groups: dict[tuple[str, str | None], list[CheckResult]] = {}
+    for result in results:
+        exception = result.details.get("exception")
+        if result.ok or not isinstance(exception, str) or not exception:
+            continue
+        location = result.details.get("location")
+        key = (exception, location if isinstance(location, str) and location else None)
+        groups.setdefault(key, []).append(result)
+    shared = [(key, members) for key, members in groups.items() if len(members) > 1]
+    shared.sort(key=lambda group: (-len(group[1]), group[0][0], group[0][1] or ""))
+    return [
+        {
+            "exception": exception,
+            "location": location,
+            "count": len(members),
+            "checks": [member.nodeid or member.check_name for member in members],
+        }
+        for (exception, location), members in shared
+    ]
 
 
 def _optional_str(value: Any, where: str) -> str | None:
@@ -173,6 +228,28 @@ def _created_at(value: Any) -> str:
     )
 
 
+def _status(status: Any, reason: Any) -> tuple[str, str | None]:
+    """A validated (status, reason): an incomplete report says why; a complete one has none."""
+    if status not in (COMPLETE, INCOMPLETE):
+        raise ValueError(f"status must be {COMPLETE!r} or {INCOMPLETE!r}; got {status!r}")
+    if status == INCOMPLETE:
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError("an incomplete report needs a status_reason saying why")
+        return status, reason
+    if reason is not None:
+        raise ValueError(f"a complete report has no status_reason; got {reason!r}")
+    return status, None
+
+
+def _not_run(nodeids: Any) -> list[str]:
+    if isinstance(nodeids, (str, bytes)) or not isinstance(nodeids, Iterable):
+        raise ValueError("not_run must be a list of test node ids")
+    names = list(nodeids)
+    if not all(isinstance(name, str) and name for name in names):
+        raise ValueError(f"not_run must hold non-empty node id strings; got {names!r}")
+    return names
+
+
 def _iter_results(part: Any) -> Iterable[CheckResult]:
     if isinstance(part, HealthReport):
         yield from part.checks
@@ -202,7 +279,8 @@ class HealthReport:
 
     ``models`` are plain dicts with the keys ``MODEL_KEYS`` (missing ones become ``None``);
     ``environment``, ``tool_version`` and ``created_at`` default to this process, this package
-    and now.
+    and now. ``status`` is ``"complete"`` unless the session did not run to its end; then
+    ``status_reason`` says why and ``not_run`` lists the node ids of the tests that never ran.
     """
 
     def __init__(
@@ -213,7 +291,12 @@ class HealthReport:
         environment: Mapping[str, str | None] | None = None,
         tool_version: str | None = None,
         created_at: str | None = None,
+        status: str = COMPLETE,
+        status_reason: str | None = None,
+        not_run: Iterable[str] = (),
     ) -> None:
+        self.status, self.status_reason = _status(status, status_reason)
+        self.not_run = _not_run(not_run)
         self._checks: list[CheckResult] = []
         self.extend(checks)
         self._models: list[dict[str, Any]] = []
@@ -234,7 +317,7 @@ class HealthReport:
     def __repr__(self) -> str:
         score = self.health_score
         shown = "null" if score is None else f"{score:.1f}"
-        return f"<HealthReport {len(self._checks)} checks, score {shown}>"
+        return f"<HealthReport {self.status}, {len(self._checks)} checks, score {shown}>"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, HealthReport):
@@ -284,6 +367,9 @@ class HealthReport:
             environment=self.environment,
             tool_version=self.tool_version,
             created_at=self.created_at,
+            status=self.status,
+            status_reason=self.status_reason,
+            not_run=self.not_run,
         )
         for part in parts:
             if isinstance(part, HealthReport):
@@ -325,6 +411,16 @@ class HealthReport:
         return score
 
     @property
+    def complete(self) -> bool:
+        """True when the session that wrote the report ran to its end."""
+        return self.status == COMPLETE
+
+    @property
+    def root_causes(self) -> list[dict[str, Any]]:
+        """Failed or errored checks grouped by the exception they share (groups of 2 or more)."""
+        return find_root_causes(self.checks)
+
+    @property
     def recommendations(self) -> list[dict[str, Any]]:
         """One per error, failure and warning, with a remediation hint."""
         return build_recommendations(self.checks)
@@ -354,9 +450,13 @@ class HealthReport:
             "schema_version": SCHEMA_VERSION,
             "tool": {"name": TOOL_NAME, "version": self.tool_version},
             "created_at": self.created_at,
+            "status": self.status,
+            "status_reason": self.status_reason,
+            "not_run": list(self.not_run),
             "environment": dict(self.environment),
             "models": self.models,
             "summary": self.summary,
+            "root_causes": find_root_causes(checks),
             "tiers": self.tier_summaries,
             "checks": [result.to_dict() for result in checks],
             "recommendations": build_recommendations(checks),
@@ -437,6 +537,9 @@ class HealthReport:
             environment=data["environment"],
             tool_version=tool.get("version"),
             created_at=data["created_at"],
+            status=data["status"],
+            status_reason=data["status_reason"],
+            not_run=data["not_run"],
         )
 
     @classmethod

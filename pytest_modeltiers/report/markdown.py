@@ -7,6 +7,10 @@ come from one serialisation, with the same timestamp and score, and a report loa
 renders the same as the one that wrote it. Status markers are plain text (PASS, WARN, FAIL,
 ERROR, SKIP) so the file reads the same in a terminal, a CI log and a rendered page.
 
+An incomplete report says so in its first lines (``INCOMPLETE`` and the reason), before the
+score, so a half-finished session is never read as a green one; a shared root cause of several
+failures comes next. A skipped check that had no data to judge is marked ``NO DATA``.
+
 Table cells hold one line: messages are cut at the first line break (and at ``CELL_WIDTH``
 characters) and Markdown punctuation is escaped; the full text of every failure, error and
 warning follows in a fenced block.
@@ -89,7 +93,39 @@ def _counts_row(summary: Mapping[str, Any]) -> list[str]:
         str(summary["failed"]),
         str(summary["error"]),
         str(summary["skipped"]),
+        str(summary["not_judged"]),
     ]
+
+
+def _marker(check: Mapping[str, Any]) -> str:
+    if check["status"] == "skipped" and check["details"].get("no_data"):
+        return "NO DATA"
+    return _MARKERS[check["status"]]
+
+
+def _status_lines(report: Mapping[str, Any]) -> list[str]:
+    """The incomplete warning and the tests that never ran; nothing for a complete report."""
+    if report["status"] == "complete":
+        return []
+    lines = [f"**INCOMPLETE: {_escape(report['status_reason'])}**", ""]
+    not_run: list[str] = report["not_run"]
+    if not_run:
+        lines.append(f"{_plural(len(not_run), 'test')} did not run:")
+        lines += [f"- {_code(nodeid)}" for nodeid in not_run]
+        lines.append("")
+    return lines
+
+
+def _root_cause_lines(report: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for cause in report["root_causes"]:
+        where = f" at {_code(cause['location'])}" if cause["location"] else ""
+        lines.append(
+            f"**{cause['count']} checks failed on one root cause: "
+            f"{_code(cause['exception'])}{where}**"
+        )
+        lines.append("")
+    return lines
 
 
 def _where(check: Mapping[str, Any]) -> str:
@@ -104,17 +140,21 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     summary = report["summary"]
     checks: list[Mapping[str, Any]] = report["checks"]
     environment: Mapping[str, str | None] = report["environment"]
-    lines: list[str] = ["# Model health report", ""]
+    lines: list[str] = ["# Model health report", "", *_status_lines(report)]
 
     score = summary["health_score"]
     score_text = "n/a (no scored checks)" if score is None else f"{score:.1f} / 100"
+    not_judged = summary["not_judged"]
+    not_judged_text = f" ({not_judged} of them not judged: no data)" if not_judged else ""
     lines += [
+        *_root_cause_lines(report),
         f"**Health score: {score_text}**",
         "",
         f"{_plural(summary['total'], 'check')}: {summary['passed']} passed, "
         f"{_plural(summary['warning'], 'warning')}, {summary['failed']} failed, "
-        f"{_plural(summary['error'], 'error')}, {summary['skipped']} skipped. "
-        "Score = (passed + 0.5 x warnings) / checks not skipped x 100.",
+        f"{_plural(summary['error'], 'error')}, {summary['skipped']} skipped{not_judged_text}. "
+        "Score = (passed + 0.5 x warnings) / checks not skipped x 100; a check not judged for "
+        "lack of data is skipped, so it counts neither way.",
         "",
     ]
     versions = ", ".join(
@@ -150,7 +190,17 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines.append("")
 
     lines += ["## Summary by tier", ""]
-    header = ["Tier", "Score", "Checks", "Passed", "Warnings", "Failed", "Errors", "Skipped"]
+    header = [
+        "Tier",
+        "Score",
+        "Checks",
+        "Passed",
+        "Warnings",
+        "Failed",
+        "Errors",
+        "Skipped",
+        "Not judged",
+    ]
     rows = [[str(tier["tier"]), *_counts_row(tier)] for tier in report["tiers"]]
     rows.append(["**All**", *_counts_row(summary)])
     lines += [*_table(header, rows), ""]
@@ -162,7 +212,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         header.append("Message")
         rows = [
             [
-                _MARKERS[check["status"]],
+                _marker(check),
                 str(check["tier"]),
                 *([_cell(check.get("model"))] if with_model else []),
                 _code(check["check_name"]),

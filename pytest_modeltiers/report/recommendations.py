@@ -63,6 +63,11 @@ HINTS: dict[str, str] = {
         "reduce the model or activation size (smaller hidden sizes, activation checkpointing, "
         "lower precision) or raise the memory budget if the growth is expected"
     ),
+    "test_memory_retention": (
+        "keep only what you need between calls, detached (.detach()) and in a bounded container; "
+        "look for lists or dicts that forward appends outputs, activations or losses to, and for "
+        "caches keyed by something that changes every call"
+    ),
     "test_inference_speed": (
         "profile forward (torch.profiler) for Python loops over tokens, CPU-GPU copies and "
         "redundant recomputation, or raise the latency budget if the cost is expected"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pytest_modeltiers.store.experiment_db import (
     RUN_STATUSES,
+    ArtifactError,
     ExperimentDB,
     MetricNotFoundError,
     RunNotFoundError,
@@ -24,12 +25,13 @@ from pytest_modeltiers.store.model_registry import (
     ModelNotFoundError,
     ModelRegistry,
 )
-from pytest_modeltiers.store.sqlite_base import StoreError, StoreFileError
+from pytest_modeltiers.store.sqlite_base import StoreError, StoreFileError, check_database_file
 
 __all__ = [
     "MODEL_STATUSES",
     "RUN_STATUSES",
     "STAGE_ALIASES",
+    "ArtifactError",
     "CheckpointNotFoundError",
     "DuplicateModelError",
     "ExperimentDB",
@@ -42,4 +44,5 @@ __all__ = [
     "StoreError",
     "StoreFileError",
     "canonical_metric_name",
+    "check_database_file",
 ]

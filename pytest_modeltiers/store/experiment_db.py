@@ -14,8 +14,17 @@ and query methods return pandas DataFrames as its users expect, with its bugs fi
   triggers and the registry cannot disagree on ``val_loss`` versus ``val/loss`` again;
 - ``log_metrics`` writes all values in one transaction (all or nothing);
 - ``compare_runs`` takes the metrics to show; the guide's loss columns are only the default;
-- NaN is a legitimate value (a diverged loss): SQLite has no NaN, so it is stored as SQL NULL
-  and comes back as NaN; ``get_best_run`` ignores it;
+- NaN is a legitimate value (a diverged loss): SQLite has no NaN, so a metric's NaN is stored
+  as SQL NULL and comes back as NaN (``get_best_run`` ignores it); in params and artifact
+  metadata (JSON) a non-finite float is ``{"$float": "NaN"}`` (or ``"Infinity"``,
+  ``"-Infinity"``) and comes back as a float (``sqlite_base.dumps_json``); a run's config
+  refuses it (a NaN setting is a bug);
+- every database has an identity (a UUID stored in it when it is created, or when an older
+  file is first opened) that names its artifact folder ``<stem>-<id8>-checkpoints`` beside
+  it: two databases in one folder never share a file. ``log_artifact`` copies there what
+  lies in a temporary folder (which pytest or the system deletes), records such copies
+  relative to the database's folder (move the two together), and records every existing
+  file's sha256; ``artifact_file`` finds an artifact again and refuses one that changed;
 - rows come back in the order they were logged (by id), not by a timestamp that can tie.
 
 pandas is imported inside the methods that return DataFrames, so importing the package (which
@@ -25,14 +34,18 @@ every pytest run does) does not pay for it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import operator
 import os
 import sqlite3
+import tempfile
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, SupportsIndex
 
+from pytest_modeltiers.atomic import atomic_write
 from pytest_modeltiers.store.sqlite_base import (
     DEFAULT_BUSY_TIMEOUT_S,
     SQLiteStore,
@@ -50,6 +63,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RUN_FIELDS",
     "RUN_STATUSES",
+    "ArtifactError",
     "ExperimentDB",
     "MetricNotFoundError",
     "RunNotFoundError",
@@ -92,6 +106,10 @@ class RunNotFoundError(StoreError, ValueError):
 
 class MetricNotFoundError(StoreError, ValueError):
     """No run has a value of the requested metric."""
+
+
+class ArtifactError(StoreError):
+    """A recorded artifact is missing, changed since it was recorded, or cannot be recorded."""
 
 
 # -- schema ---------------------------------------------------------------------------------
@@ -176,10 +194,36 @@ def _migration_2_params_profiles(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _migration_3_identity_hashes(conn: sqlite3.Connection) -> None:
+    """Version 3: the database's identity (names its artifact folder) and artifact hashes."""
+    conn.execute(
+        "CREATE TABLE store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
+    )
+    conn.execute("INSERT INTO store_info (key, value) VALUES ('identity', ?)", (uuid.uuid4().hex,))
+    conn.execute("ALTER TABLE artifacts ADD COLUMN sha256 TEXT")
+    conn.execute("ALTER TABLE artifacts ADD COLUMN size_bytes INTEGER")
+
+
 SCHEMA = StoreSchema(
     kind="experiment database",
+    key="experiment_db",
+    default_name="experiments.db",
     application_id=APPLICATION_ID,
-    migrations=(_migration_1_core, _migration_2_params_profiles),
+    migrations=(_migration_1_core, _migration_2_params_profiles, _migration_3_identity_hashes),
+)
+
+#: Suffix of the artifact folder beside a database: ``<stem>-<first 8 of identity>-checkpoints``.
+ARTIFACT_DIR_SUFFIX = "-checkpoints"
+
+_ARTIFACT_COLUMNS = (
+    "artifact_id",
+    "run_id",
+    "artifact_type",
+    "filepath",
+    "metadata",
+    "created_at",
+    "sha256",
+    "size_bytes",
 )
 
 
@@ -284,6 +328,7 @@ class ExperimentDB(SQLiteStore):
         *,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S,
     ) -> None:
+        self._identity: str | None = None
         super().__init__(Path(db_path), busy_timeout=busy_timeout)
 
     # -- runs ------------------------------------------------------------------------------
@@ -445,7 +490,8 @@ class ExperimentDB(SQLiteStore):
         for key, value in params.items():
             if not isinstance(key, str) or not key:
                 raise StoreError(f"param names must be non-empty strings, got {key!r}")
-            rows.append((rid, key, dumps_json(value, f"param {key!r} of run {rid}"), now))
+            text = dumps_json(value, f"param {key!r} of run {rid}", non_finite=True)
+            rows.append((rid, key, text, now))
         with self.write() as conn:
             self._require_runs(conn, [rid])
             conn.executemany(
@@ -681,37 +727,191 @@ class ExperimentDB(SQLiteStore):
 
     # -- artifacts, comparisons, profiles --------------------------------------------------
 
+    @property
+    def identity(self) -> str:
+        """This database's identity: a UUID (hex) stored in it at creation or first open."""
+        cached = self._identity
+        if cached is None:
+            with self.read() as conn:
+                row = conn.execute("SELECT value FROM store_info WHERE key = 'identity'").fetchone()
+            if row is None:
+                raise StoreError(
+                    f"{self.path} has no identity row in store_info (the file was edited outside "
+                    "pytest-modeltiers); restore it from a backup"
+                )
+            cached = str(row[0])
+            self._identity = cached
+        return cached
+
+    @property
+    def artifact_dir(self) -> Path:
+        """The folder beside the database that holds its copies of artifacts (checkpoints):
+        ``<stem>-<first 8 hex digits of identity>-checkpoints``, unique to this database."""
+        return self.path.parent / f"{self.path.stem}-{self.identity[:8]}{ARTIFACT_DIR_SUFFIX}"
+
+    def artifact_path(self, run_id: SupportsIndex, name: str) -> Path:
+        """Where this database keeps a run's artifact ``name``: ``artifact_dir/run-<N>-<name>``.
+
+        Write the file there, then ``log_artifact`` it (it is then recorded relative to the
+        database's folder, with its hash).
+        """
+        rid = _run_id(run_id)
+        if not isinstance(name, str) or not name or name != Path(name).name or name in ("..", "."):
+            raise StoreError(f"artifact name must be a plain file name, got {name!r}")
+        return self.artifact_dir / f"run-{rid}-{name}"
+
+    def must_copy(self, filepath: str | os.PathLike[str]) -> bool:
+        """Whether ``filepath`` lies in a temporary folder (the system's, where pytest's
+        ``tmp_path`` folders live) that this database does not: such a folder is deleted
+        sooner or later, so a record pointing into it would go stale."""
+        path = Path(os.fspath(filepath))
+        if not path.is_absolute():
+            path = self._local_file(str(path)) or self.path.parent / path
+        return _in_temporary_folder(path) and not _in_temporary_folder(self.path)
+
     def log_artifact(
         self,
         run_id: SupportsIndex,
         artifact_type: str,
         filepath: str | os.PathLike[str],
         metadata: Mapping[str, Any] | None = None,
+        *,
+        copy: bool | None = None,
     ) -> int:
         """Record a file produced by a run (checkpoint, export, report); return its id.
 
-        The path is stored as given, not checked: artifacts may live on another machine.
+        - ``copy=True`` copies the file to ``artifact_path(run_id, its name)``;
+        - ``copy=None`` (the default) does so only when ``must_copy(filepath)``: a file in a
+          temporary folder the database is not in is copied, never referenced;
+        - ``copy=False`` records the path as it is, and refuses one that ``must_copy``.
+
+        A file in ``artifact_dir`` (a copy, or written to ``artifact_path``) is recorded
+        relative to the database's folder, so the database and that folder move together;
+        any other path as given (it may live on another machine; a relative one is read
+        relative to the database's folder). The sha256 and size of an existing file are
+        recorded, and ``artifact_file`` checks them before the file is used. Non-finite
+        floats in ``metadata`` are kept (see the module docstring).
         """
         rid = _run_id(run_id)
         if not isinstance(artifact_type, str) or not artifact_type:
             raise StoreError(f"artifact_type must be a non-empty string, got {artifact_type!r}")
-        path = os.fspath(filepath)
-        meta = _optional_json(metadata, f"metadata of artifact {path!r}")
+        source = Path(os.fspath(filepath))
+        meta = _optional_json(metadata, f"metadata of artifact {str(source)!r}", non_finite=True)
+        with self.read() as conn:
+            self._require_runs(conn, [rid])
+        local = self._local_file(str(source))
+        if copy is None:
+            copy = self.must_copy(source)
+        elif not copy and self.must_copy(source):
+            raise ArtifactError(
+                f"artifact {source} of run {rid} lies in the temporary folder "
+                f"{tempfile.gettempdir()}, which is deleted (pytest keeps only its last few "
+                f"sessions' folders), while the database {self.path} is not: pass copy=True "
+                f"to copy it to {self.artifact_dir}, or save it to a permanent place first"
+            )
+        if copy:
+            if local is None:
+                raise ArtifactError(
+                    f"cannot copy artifact {source} of run {rid} next to the database: it is "
+                    "not a file (copy a directory's files one by one, or archive it first)"
+                )
+            stored, digest, size = self._copy_in(rid, local)
+        else:
+            stored, digest, size = str(source), None, None
+            if local is not None:
+                if _is_within(local, self.artifact_dir):
+                    stored = self._relative(local)
+                digest, size = _hash_file(local)
         with self.write() as conn:
             self._require_runs(conn, [rid])
             cursor = conn.execute(
-                "INSERT INTO artifacts (run_id, artifact_type, filepath, metadata, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (rid, artifact_type, str(path), meta, utc_now()),
+                "INSERT INTO artifacts (run_id, artifact_type, filepath, metadata, created_at, "
+                "sha256, size_bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (rid, artifact_type, stored, meta, utc_now(), digest, size),
             )
             return _lastrowid(cursor)
+
+    def _copy_in(self, rid: int, source: Path) -> tuple[str, str | None, int | None]:
+        """Copy ``source`` into the artifact folder atomically; (stored path, sha256, size)."""
+        target = self.artifact_path(rid, source.name)
+        hasher = hashlib.sha256()
+
+        def write(handle: Any) -> None:
+            with source.open("rb") as reader:
+                for block in iter(lambda: reader.read(1 << 20), b""):
+                    hasher.update(block)
+                    handle.write(block)
+
+        try:
+            atomic_write(target, write)
+        except OSError as exc:
+            raise ArtifactError(
+                f"cannot copy artifact {source} of run {rid} to {target}: {exc.strerror or exc}; "
+                f"make {target.parent} writable or free some disk space"
+            ) from exc
+        return self._relative(target), hasher.hexdigest(), target.stat().st_size
+
+    def _relative(self, path: Path) -> str:
+        """``path`` (inside the database's folder) relative to that folder, POSIX style."""
+        folder = os.path.realpath(self.path.parent)
+        return Path(os.path.realpath(path)).relative_to(folder).as_posix()
+
+    def _local_file(self, stored: str) -> Path | None:
+        """The existing file a recorded path names: absolute as it is, relative to the
+        database's folder (else to the working directory, as older releases wrote); None if
+        there is none."""
+        path = Path(stored)
+        candidates = [path] if path.is_absolute() else [self.path.parent / path, path]
+        return next((c.absolute() for c in candidates if c.is_file()), None)
+
+    def artifact_file(self, artifact_id: SupportsIndex) -> Path:
+        """The file of a recorded artifact, checked before anyone uses it.
+
+        ``ArtifactError`` names the file and the fix when it is missing or its sha256 differs
+        from the one recorded (overwritten, or replaced by hand). Artifacts recorded before
+        hashes were kept have none, and are only checked for existence.
+        """
+        aid = _optional_int(artifact_id, "artifact id")
+        with self.read() as conn:
+            row = conn.execute(
+                "SELECT run_id, artifact_type, filepath, sha256 FROM artifacts "
+                "WHERE artifact_id = ?",
+                (aid,),
+            ).fetchone()
+        if row is None:
+            raise ArtifactError(f"artifact {aid} does not exist in {self.path}")
+        rid, artifact_type, stored, expected = row
+        local = self._local_file(stored)
+        what = f"{artifact_type} {stored} of run {rid} in {self.path}"
+        if local is None:
+            where = (
+                str(stored)
+                if Path(stored).is_absolute()
+                else f"{self.path.parent / stored} (nor in the working directory)"
+            )
+            raise ArtifactError(
+                f"the {what} does not exist: no file at {where}. Restore it (a database's "
+                f"copies live in {self.artifact_dir.name}/ beside it: move the two together), "
+                "or use another run"
+            )
+        if expected is not None:
+            actual, _ = _hash_file(local)
+            if actual != expected:
+                raise ArtifactError(
+                    f"the {what} has changed since it was recorded: {local} has sha256 "
+                    f"{actual}, the database recorded {expected}. Something overwrote it "
+                    "(another database or a script writing to the same path); restore the "
+                    "original file, or record a new run and use that one"
+                )
+        return local
 
     def get_artifacts(
         self, run_id: SupportsIndex, artifact_type: str | None = None
     ) -> pd.DataFrame:
-        """A run's artifacts, newest first, ``metadata`` parsed."""
+        """A run's artifacts, newest first, ``metadata`` parsed; ``sha256`` and ``size_bytes``
+        are None for files that did not exist when recorded (or older records)."""
         rid = _run_id(run_id)
-        columns = ("artifact_id", "run_id", "artifact_type", "filepath", "metadata", "created_at")
+        columns = _ARTIFACT_COLUMNS
         sql = f"SELECT {', '.join(columns)} FROM artifacts WHERE run_id = ?"
         args: list[Any] = [rid]
         if artifact_type is not None:
@@ -720,7 +920,7 @@ class ExperimentDB(SQLiteStore):
         with self.read() as conn:
             self._require_runs(conn, [rid])
             rows = conn.execute(sql + " ORDER BY artifact_id DESC", args).fetchall()
-        return _frame([(*row[:4], loads_json(row[4]), row[5]) for row in rows], columns)
+        return _frame([(*row[:4], loads_json(row[4]), *row[5:]) for row in rows], columns)
 
     def create_comparison(
         self,
@@ -872,8 +1072,39 @@ def _optional_text(value: Any, what: str) -> str | None:
     return value
 
 
-def _optional_json(value: Any, what: str) -> str | None:
-    return None if value is None else dumps_json(value, what)
+def _optional_json(value: Any, what: str, *, non_finite: bool = False) -> str | None:
+    return None if value is None else dumps_json(value, what, non_finite=non_finite)
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    """(sha256 hex digest, size in bytes) of a file, read in 1 MiB blocks."""
+    hasher = hashlib.sha256()
+    size = 0
+    with path.open("rb") as reader:
+        for block in iter(lambda: reader.read(1 << 20), b""):
+            hasher.update(block)
+            size += len(block)
+    return hasher.hexdigest(), size
+
+
+def _temporary_roots() -> list[Path]:
+    """The folders whose content is deleted: the system's temporary folder (``TMPDIR``), and
+    pytest's root for its ``tmp_path`` folders when set apart (``PYTEST_DEBUG_TEMPROOT``)."""
+    roots = [tempfile.gettempdir(), os.environ.get("PYTEST_DEBUG_TEMPROOT")]
+    return [Path(os.path.realpath(root)) for root in roots if root]
+
+
+def _in_temporary_folder(path: Path) -> bool:
+    real = Path(os.path.realpath(path))
+    return any(_is_within(real, root) for root in _temporary_roots())
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        Path(os.path.realpath(path)).relative_to(os.path.realpath(folder))
+    except ValueError:
+        return False
+    return True
 
 
 def _lastrowid(cursor: sqlite3.Cursor) -> int:

@@ -180,6 +180,8 @@ def _migration_1_registry(conn: sqlite3.Connection) -> None:
 
 SCHEMA = StoreSchema(
     kind="model registry",
+    key="model_registry",
+    default_name="model_registry.db",
     application_id=APPLICATION_ID,
     migrations=(_migration_1_registry,),
 )

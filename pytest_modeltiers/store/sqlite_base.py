@@ -17,6 +17,9 @@ store here goes through this module instead:
 - a store is identified by ``PRAGMA application_id`` and versioned by ``PRAGMA user_version``;
   ``migrations[i]`` moves a file from version ``i`` to ``i + 1``, all pending ones in one
   transaction when the file is opened, so two processes opening an old file migrate it once;
+- a file is identified read-only (from its 100-byte header, see ``check_database_file``)
+  before any connection is made: switching a file to WAL rewrites its header, so a file that
+  is not ours must be refused before that, and then it is left byte for byte as it was;
 - timestamps are written by Python, UTC, ISO 8601 with a ``Z`` and microseconds, one fixed
   width, so they sort as text (never SQLite's ``CURRENT_TIMESTAMP``, which has another format).
 
@@ -27,8 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sqlite3
+import stat
+import struct
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +52,7 @@ __all__ = [
     "StoreError",
     "StoreFileError",
     "StoreSchema",
+    "check_database_file",
     "dumps_json",
     "loads_json",
     "metric_value",
@@ -73,12 +81,17 @@ class StoreFileError(StoreError):
 class StoreSchema:
     """What identifies one kind of store file and how to bring an older file up to date.
 
+    ``kind`` is the name shown in messages ("experiment database"), ``key`` the name callers
+    pass to ``check_database_file`` ("experiment_db"), ``default_name`` the file name
+    suggested when a user passes a directory.
     ``migrations[i]`` takes a file at schema version ``i`` to ``i + 1``; the current version is
     ``len(migrations)``. Migrations only ever append: a released step is never edited, because
     files written by it exist on users' disks.
     """
 
     kind: str
+    key: str
+    default_name: str
     application_id: int
     migrations: tuple[Migration, ...]
 
@@ -92,21 +105,72 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def dumps_json(value: Any, what: str) -> str:
-    """Serialise ``value`` as strict JSON, or fail naming ``what`` (never a lossy ``str()``)."""
+#: The key of the JSON object that stands for a non-finite float in a JSON column.
+NON_FINITE_KEY = "$float"
+_NON_FINITE_NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def dumps_json(value: Any, what: str, *, non_finite: bool = False) -> str:
+    """Serialise ``value`` as strict JSON, or fail naming ``what`` (never a lossy ``str()``).
+
+    With ``non_finite``, for measured values (a diverged run's loss is worth recording),
+    non-finite floats, which strict JSON has no token for, are written as
+    ``{"$float": "NaN"}``, ``{"$float": "Infinity"}`` or ``{"$float": "-Infinity"}`` (the
+    spellings of JavaScript and Python) and read back as floats by ``loads_json``; a dict of
+    that one key is then refused, so the round trip is exact. Without it (settings, where a
+    NaN is a bug) a non-finite float is an error.
+    """
     try:
-        return json.dumps(value, sort_keys=True, allow_nan=False)
+        text = json.dumps(value, sort_keys=True, allow_nan=False)
+    except ValueError as exc:
+        if not non_finite:
+            raise _not_serialisable(what, exc) from exc
+    except TypeError as exc:
+        raise _not_serialisable(what, exc) from exc
+    else:
+        if f'"{NON_FINITE_KEY}"' not in text:
+            return text  # the common case: nothing to encode, no reserved key to refuse
+    try:
+        return json.dumps(_encode_non_finite(value, what), sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise StoreError(
-            f"{what} is not JSON-serialisable ({exc}); store plain dicts, lists, strings, "
-            "finite numbers, booleans and None (convert paths with str(), tensors with .item() "
-            "or .tolist())"
-        ) from exc
+        raise _not_serialisable(what, exc) from exc
+
+
+def _encode_non_finite(value: Any, what: str, depth: int = 0) -> Any:
+    if depth > 200:
+        raise ValueError("nested more than 200 levels deep (or a circular reference)")
+    if isinstance(value, float) and not math.isfinite(value):
+        name = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return {NON_FINITE_KEY: name}
+    if isinstance(value, dict):
+        if list(value) == [NON_FINITE_KEY]:
+            raise StoreError(
+                f"{what} holds a dict whose only key is {NON_FINITE_KEY!r}, the stores' "
+                "spelling of a non-finite float; rename that key"
+            )
+        return {key: _encode_non_finite(item, what, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode_non_finite(item, what, depth + 1) for item in value]
+    return value
+
+
+def _not_serialisable(what: str, exc: Exception) -> StoreError:
+    return StoreError(
+        f"{what} is not JSON-serialisable ({exc}); store plain dicts, lists, strings, "
+        "finite numbers, booleans and None (convert paths with str(), tensors with .item() "
+        "or .tolist())"
+    )
 
 
 def loads_json(text: str | None) -> Any:
-    """Parse a JSON column; SQL NULL stays None."""
-    return None if text is None else json.loads(text)
+    """Parse a JSON column; SQL NULL stays None and ``{"$float": "NaN"}`` becomes NaN."""
+    return None if text is None else json.loads(text, object_hook=_decode_non_finite)
+
+
+def _decode_non_finite(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and NON_FINITE_KEY in obj and obj[NON_FINITE_KEY] in _NON_FINITE_NAMES:
+        return _NON_FINITE_NAMES[obj[NON_FINITE_KEY]]
+    return obj
 
 
 def metric_value(value: Any, what: str) -> float:
@@ -132,6 +196,14 @@ class SQLiteStore:
     block) releases this thread's connection."""
 
     schema: StoreSchema
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Register a store class's schema, so ``check_database_file`` knows every kind of
+        file (and can tell a user which kind a misplaced file is)."""
+        super().__init_subclass__(**kwargs)
+        schema = cls.__dict__.get("schema")
+        if isinstance(schema, StoreSchema):
+            _SCHEMAS[schema.key] = schema
 
     def __init__(self, path: str | Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
         if str(path) in ("", ":memory:") or str(path).startswith("file::memory:"):
@@ -248,7 +320,7 @@ class SQLiteStore:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._check_header()
+        _inspect_file(self.path, self.schema)  # read-only: nothing is written to a foreign file
         with self.connect() as conn:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -264,26 +336,6 @@ class SQLiteStore:
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-
-    def _check_header(self) -> None:
-        """Recognise a file that is not SQLite before SQLite says only 'file is not a
-        database'."""
-        try:
-            with self.path.open("rb") as handle:
-                head = handle.read(len(SQLITE_HEADER))
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise StoreFileError(
-                f"{self.schema.kind} {self.path} cannot be read ({exc}); check the path and "
-                "its permissions"
-            ) from exc
-        if head and head != SQLITE_HEADER:
-            raise StoreFileError(
-                f"{self.schema.kind} {self.path} is not a SQLite database (it starts with "
-                f"{head[:16]!r}); pass the path of a database written by pytest-modeltiers, "
-                "or a path that does not exist yet to create one"
-            )
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         schema = self.schema
@@ -336,3 +388,258 @@ def _check_foreign_keys(conn: sqlite3.Connection, path: Path, kind: str) -> None
             f"rowid {rowid} -> {parent}); the file was changed outside pytest-modeltiers; "
             "repair or remove those rows with the sqlite3 shell"
         )
+
+
+# -- identifying a file without touching it ------------------------------------------------
+
+#: Every store's schema by key ("experiment_db", "model_registry"), filled as the store classes
+#: are defined (the ``store`` package imports them all, so importing this module fills it).
+_SCHEMAS: dict[str, StoreSchema] = {}
+
+#: Filesystems that hold no user files: a database path there can be neither read nor created.
+_VIRTUAL_FILESYSTEMS = frozenset(
+    {"proc", "sysfs", "devpts", "cgroup", "cgroup2", "debugfs", "securityfs", "tracefs",
+     "configfs", "pstore", "bpf", "efivarfs", "fusectl", "mqueue", "hugetlbfs", "binfmt_misc"}
+)  # fmt: skip
+
+_HEADER_SIZE = 100
+
+
+@dataclass(frozen=True)
+class _FileIdentity:
+    """What a SQLite file says it is: read from its header, or from SQLite read-only when a
+    write-ahead log may hold a newer header."""
+
+    application_id: int
+    user_version: int
+    tables: tuple[str, ...] | None  # None: the file has a schema, names not read
+    has_schema: bool
+
+
+def check_database_file(path: Path, kind: str) -> None:
+    """Refuse, before anything runs, a path that cannot be a store of ``kind``.
+
+    ``kind`` is ``"experiment_db"`` or ``"model_registry"``. Raises ``StoreError`` naming the
+    problem and the fix for: a directory, a missing parent directory, a path on a virtual
+    filesystem (``/proc``), an unreadable or read-only file, a file that is not SQLite
+    (garbage, truncated), another application's SQLite database, the other kind of store, or
+    a schema newer than this release. A path that does not exist in an existing directory is
+    fine (the store creates it). Only reads: the file, its directory and any ``-wal`` file
+    are left exactly as they were.
+    """
+    schema = _SCHEMAS.get(kind)
+    if schema is None:
+        raise StoreError(f"unknown store kind {kind!r}; use one of: {', '.join(sorted(_SCHEMAS))}")
+    _inspect_file(Path(path), schema, parent_must_exist=True)
+
+
+def _inspect_file(path: Path, schema: StoreSchema, *, parent_must_exist: bool = False) -> None:
+    """Identify ``path`` read-only and raise ``StoreFileError`` unless ``schema``'s store can
+    open it: the one gate before a connection, which would already change a foreign file."""
+    what = f"{schema.kind} {path}"
+    if str(path) in ("", "."):
+        raise StoreFileError(f"{schema.kind} needs a file path, got {str(path)!r}")
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        _check_new_file_location(path, schema, parent_must_exist=parent_must_exist)
+        return
+    except NotADirectoryError as exc:
+        raise StoreFileError(
+            f"{what}: a parent of this path is a file, not a directory ({exc.strerror}); "
+            "pass a path inside a directory"
+        ) from exc
+    except OSError as exc:
+        raise StoreFileError(
+            f"{what} cannot be read ({exc.strerror or exc}); check the path and its permissions"
+        ) from exc
+    _check_virtual_filesystem(path, schema)
+    if stat.S_ISDIR(info.st_mode):
+        raise StoreFileError(
+            f"{what} is a directory; pass a file path, for example "
+            f"{path / schema.default_name} (created if it does not exist)"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise StoreFileError(
+            f"{what} is not a regular file (a device, pipe or socket); pass the path of a "
+            "database file, or a path that does not exist yet to create one"
+        )
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_HEADER_SIZE)
+    except OSError as exc:
+        raise StoreFileError(
+            f"{what} cannot be read ({exc.strerror or exc}); check the path and its permissions"
+        ) from exc
+    if not head:
+        _check_writable(path, schema)
+        return  # an empty file: SQLite makes it a new database
+    if not SQLITE_HEADER.startswith(head[: len(SQLITE_HEADER)]):
+        raise StoreFileError(
+            f"{what} is not a SQLite database (it starts with {head[:16]!r}); pass the path "
+            "of a database written by pytest-modeltiers, or a path that does not exist yet "
+            "to create one"
+        )
+    if len(head) < _HEADER_SIZE:
+        raise _truncated(path, schema, f"only {len(head)} bytes, shorter than SQLite's header")
+    identity = _identify(path, schema, head, info.st_size)
+    _check_identity(path, schema, identity)
+    _check_writable(path, schema)
+
+
+def _identify(path: Path, schema: StoreSchema, head: bytes, size: int) -> _FileIdentity:
+    (page_size,) = struct.unpack(">H", head[16:18])
+    page_size = 65536 if page_size == 1 else page_size
+    if page_size < 512 or page_size & (page_size - 1):
+        raise _truncated(path, schema, f"its header names an impossible page size {page_size}")
+    change_counter, page_count = struct.unpack(">II", head[24:32])
+    (schema_cookie,) = struct.unpack(">I", head[40:44])
+    (user_version,) = struct.unpack(">i", head[60:64])
+    (application_id,) = struct.unpack(">i", head[68:72])
+    (valid_for,) = struct.unpack(">I", head[92:96])
+    if size % page_size:
+        raise _truncated(
+            path, schema, f"{size} bytes is not a whole number of {page_size}-byte pages"
+        )
+    if valid_for == change_counter and page_count * page_size > size:
+        raise _truncated(
+            path, schema, f"{size} bytes, but its header counts {page_count} pages of {page_size}"
+        )
+    wal = path.with_name(path.name + "-wal")
+    try:
+        wal_has_frames = wal.stat().st_size > 0
+    except OSError:
+        wal_has_frames = False
+    if not wal_has_frames:
+        return _FileIdentity(application_id, user_version, None, schema_cookie != 0)
+    # A write-ahead log with frames may hold a newer first page than the file: ask SQLite,
+    # read-only. The log (and its index) already exist, so opening creates nothing.
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            user_version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = tuple(_table_names(conn))
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreFileError(
+            f"{schema.kind} {path} (with its write-ahead log {wal.name}) cannot be read by "
+            f"SQLite ({exc}); if another program is writing it, wait for it to finish, else "
+            "restore the file from a backup or pass another path"
+        ) from exc
+    return _FileIdentity(application_id, user_version, tables, bool(tables))
+
+
+def _check_identity(path: Path, schema: StoreSchema, identity: _FileIdentity) -> None:
+    app_id, version = identity.application_id, identity.user_version
+    if app_id == schema.application_id:
+        if version > schema.version:
+            raise StoreFileError(
+                f"{schema.kind} {path} has schema version {version}, newer than this "
+                f"pytest-modeltiers knows (up to {schema.version}); it was written by a newer "
+                "release: upgrade (pip install -U pytest-modeltiers) or use another file"
+            )
+        return
+    other = next((s for s in _SCHEMAS.values() if s.application_id == app_id), None)
+    if other is not None:
+        raise StoreFileError(
+            f"{path} is another kind of pytest-modeltiers store (the {other.kind}), not a "
+            f"pytest-modeltiers {schema.kind}; pass it where the {other.kind} is expected, "
+            f"and give the {schema.kind} a file of its own"
+        )
+    if app_id == 0 and version == 0 and not identity.has_schema:
+        return  # an empty SQLite database: ours to set up
+    if identity.tables is None:
+        found = "it already holds tables"
+    else:
+        found = f"tables: {', '.join(identity.tables) or 'none'}"
+    raise StoreFileError(
+        f"{path} is a SQLite database but not a pytest-modeltiers {schema.kind} "
+        f"(application_id {app_id:#x}, schema version {version}, {found}); it was left "
+        "untouched: pass another path (a new file is created), or move this file away"
+    )
+
+
+def _check_new_file_location(path: Path, schema: StoreSchema, *, parent_must_exist: bool) -> None:
+    parent = path.parent
+    try:
+        parent_info = parent.stat()
+    except FileNotFoundError:
+        if parent_must_exist:
+            raise StoreFileError(
+                f"{schema.kind} {path}: the directory {parent} does not exist; create it "
+                f"(mkdir -p {parent}) or pass a path in an existing directory"
+            ) from None
+        return
+    except NotADirectoryError as exc:
+        raise StoreFileError(
+            f"{schema.kind} {path}: a parent of this path is a file, not a directory "
+            f"({exc.strerror}); pass a path inside a directory"
+        ) from exc
+    except OSError as exc:
+        raise StoreFileError(
+            f"{schema.kind} {path}: its directory {parent} cannot be read "
+            f"({exc.strerror or exc}); check the path and its permissions"
+        ) from exc
+    if not stat.S_ISDIR(parent_info.st_mode):
+        raise StoreFileError(
+            f"{schema.kind} {path}: {parent} is a file, not a directory; pass a path inside "
+            "a directory"
+        )
+    _check_virtual_filesystem(path, schema)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StoreFileError(
+            f"{schema.kind} {path} cannot be created: the directory {parent} is not writable; "
+            "pass a path in a directory you can write to"
+        )
+
+
+def _check_writable(path: Path, schema: StoreSchema) -> None:
+    """A store writes its file and a ``-wal`` and ``-shm`` next to it, even to read."""
+    if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK | os.X_OK):
+        raise StoreFileError(
+            f"{schema.kind} {path} is read-only (the file or its directory); a store writes "
+            "to it and keeps a write-ahead log beside it: make both writable, or copy the "
+            "file to a writable directory and pass the copy"
+        )
+
+
+def _check_virtual_filesystem(path: Path, schema: StoreSchema) -> None:
+    """``/proc`` and its kind hold no user files: say so, instead of a late 'disk I/O error'
+    (as root, ``os.access`` calls those directories writable)."""
+    fstype = _filesystem_type(path)
+    if fstype in _VIRTUAL_FILESYSTEMS:
+        raise StoreFileError(
+            f"{schema.kind} {path} is on the virtual {fstype!r} filesystem, which holds no "
+            "database files; pass a path on a disk, for example "
+            f"./{schema.default_name}"
+        )
+
+
+def _filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem holding ``path`` (Linux mount table), or None if unknown."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        mounts = Path("/proc/self/mounts").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, best_type = "", None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount_point = fields[1].replace("\\040", " ")
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, best_type = mount_point, fields[2]
+    return best_type
+
+
+def _truncated(path: Path, schema: StoreSchema, detail: str) -> StoreFileError:
+    return StoreFileError(
+        f"{schema.kind} {path} is a truncated or damaged SQLite file ({detail}); restore it "
+        "from a backup, or pass another path (a new file is created)"
+    )

@@ -21,7 +21,7 @@ from torch import nn
 from pytest_modeltiers.checks import tier1
 from pytest_modeltiers.config.task_spec import TaskSpec
 from pytest_modeltiers.models.adapters import TaskAdapter
-from pytest_modeltiers.models.batches import make_batch
+from pytest_modeltiers.models.batches import DEFAULT_SEQ_LEN, make_batch
 from pytest_modeltiers.recorder import CheckRecorder
 from pytest_modeltiers.strategies import batches
 from pytest_modeltiers.suites.support import expect
@@ -140,11 +140,41 @@ def test_gradient_flow(
     modeltiers_check: CheckRecorder,
     modeltiers_options: dict[str, Any],
 ) -> None:
-    """One backward pass of the task loss reaches every trainable parameter, finite and non-zero."""
-    batch = make_batch(task_spec, 2, _reference_len(task_spec, 16), seed=0)
+    """One backward pass of the task loss reaches every trainable parameter, finite and non-zero,
+    on an unpadded batch and, for models that take ``attention_mask``, on a padded one."""
+    length = _reference_len(task_spec, 16)
     expected = modeltiers_options["modeltiers_expect_no_grad"]
+    batch = make_batch(task_spec, 2, length, seed=0)
     result = tier1.check_gradient_flow(model, adapter, batch, expected_unused=expected)
     expect(request, modeltiers_check, result, batch)
+    padded = _padded_batch(task_spec, length)
+    if padded is not None and tier1.takes_attention_mask(model, adapter, padded):
+        result = tier1.check_gradient_flow(model, adapter, padded, expected_unused=expected)
+        expect(request, modeltiers_check, result, padded)
+
+
+def _padded_batch(task: TaskSpec, length: int | None) -> Batch | None:
+    """Two rows of ``length`` whose last quarter is padding (mask 0), targets too for seq2seq.
+
+    An operation over zeroed pad positions can have a finite forward and a NaN gradient (a norm
+    written by hand), which no unpadded batch shows. None for images and one-token sequences.
+    """
+    if task.family == "vision" or length is None or length < 2:
+        return None
+    target_len = target_pad_to = None
+    if task.family == "seq2seq":
+        target = min(DEFAULT_SEQ_LEN, task.max_target_len or DEFAULT_SEQ_LEN)
+        if target >= 2:
+            target_len, target_pad_to = target - max(1, target // 4), target
+    return make_batch(
+        task,
+        2,
+        length - max(1, length // 4),
+        pad_to=length,
+        target_len=target_len,
+        target_pad_to=target_pad_to,
+        seed=0,
+    )
 
 
 def test_output_stability(
@@ -275,6 +305,18 @@ def test_memory_footprint(
     budget = modeltiers_options["modeltiers_memory_budget"]
     result = tier1.check_memory_footprint(model, adapter, batch, budget_mb=budget)
     expect(request, modeltiers_check, result, batch)
+
+
+def test_memory_retention(
+    request: pytest.FixtureRequest,
+    model: nn.Module,
+    adapter: TaskAdapter,
+    task_spec: TaskSpec,
+    modeltiers_check: CheckRecorder,
+) -> None:
+    """Memory kept alive after repeated train steps and eval forwards does not grow per call."""
+    batch = make_batch(task_spec, 2, _reference_len(task_spec, 16), seed=0)
+    expect(request, modeltiers_check, tier1.check_memory_retention(model, adapter, batch), batch)
 
 
 def test_inference_speed(

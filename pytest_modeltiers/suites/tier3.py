@@ -5,8 +5,9 @@ Each test builds small deterministic batches (``make_batch``: 4 examples of up t
 ``CheckResult``. The checks train copies on the lean loop (no Lightning), so the ``model``
 fixture is left untouched; the whole tier takes about a second on a tiny model on CPU.
 ``test_resume_equivalence`` reloads into a fresh instance from ``model_factory``, as a restarted
-process would. ``test_training_run`` judges the session's one real ``run_training`` (the
-``training_run`` fixture: Lightning, the task's shipped dataset, a few seconds on CPU).
+process would; ``test_seed_reproducibility`` builds the model twice from it.
+``test_training_run`` judges the session's one real ``run_training`` (the ``training_run``
+fixture: Lightning, the task's shipped dataset, a few seconds on CPU).
 """
 
 from __future__ import annotations
@@ -92,13 +93,15 @@ def test_resume_equivalence(
 def test_seed_reproducibility(
     request: pytest.FixtureRequest,
     model: nn.Module,
+    model_factory: Callable[[], nn.Module],
     adapter: TaskAdapter,
     task_spec: TaskSpec,
     modeltiers_check: CheckRecorder,
 ) -> None:
-    """Two training runs from the same seed give the same losses and parameters."""
+    """Two builds from the same seed start from the same weights; two training runs from the
+    same seed give the same losses and parameters."""
     batches = [_batch(task_spec, seed) for seed in range(STEPS)]
-    result = tier3.check_seed_reproducibility(model, adapter, batches)
+    result = tier3.check_seed_reproducibility(model, adapter, batches, factory=model_factory)
     expect(request, modeltiers_check, result, batches[0])
 
 

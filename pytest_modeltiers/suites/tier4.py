@@ -18,7 +18,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_modeltiers.checks import tier4
-from pytest_modeltiers.checks.common import describe_exception
+from pytest_modeltiers.checks.common import (
+    describe_exception,
+    describe_model_exception,
+    exception_details,
+)
 from pytest_modeltiers.config.task_spec import TaskSpec
 from pytest_modeltiers.export.cache import ExportCache, ExportOutcome
 from pytest_modeltiers.export.shapes import (
@@ -159,6 +163,7 @@ def test_quantized_parity(
         )
         return
     if quantized.error is not None or quantized.runner is None or quantized.artifact is None:
+        error = quantized.error
         expect(
             request,
             modeltiers_check,
@@ -166,7 +171,8 @@ def test_quantized_parity(
                 tier4.QUANTIZED,
                 4,
                 f"the {quantized.mode} int8 model could not be made or exported: "
-                f"{describe_exception(quantized.error) if quantized.error else 'no artifact'}",
+                f"{describe_model_exception(error) if error else 'no artifact'}",
+                exception_details(error) if error else {},
             ),
         )
         return
@@ -200,13 +206,21 @@ def test_export_health(
     modeltiers_check: CheckRecorder,
     modeltiers_options: dict[str, Any],
 ) -> None:
-    """The export health checker's three stages pass on the model and its artifacts."""
+    """The export health checker's three stages pass on the model and its artifacts.
+
+    A format whose export failed has no artifact; ``test_export[FORMAT]`` already fails for
+    it, so the health report skips that format's validation with a reference to it rather than
+    failing a second time for the same missing file.
+    """
     from pytest_modeltiers.export.health import ExportHealthChecker
 
     cache = modeltiers_exports
     formats = _formats(modeltiers_options)
+    unavailable = {}
     for fmt in formats:
-        cache.outcome(fmt)
+        outcome = cache.outcome(fmt)
+        if outcome.error is not None:
+            unavailable[fmt] = f"test_export[{fmt}] failed ({_cause(outcome)})"
     checker = ExportHealthChecker(
         cache.model,
         task_spec=task_spec,
@@ -215,7 +229,7 @@ def test_export_health(
         tolerances=cache.tolerances,
         model_name=cache.directory.name,
     )
-    report = checker.run_all_checks(cache.directory, formats=formats)
+    report = checker.run_all_checks(cache.directory, formats=formats, unavailable=unavailable)
     paths = [
         str(report.save_json(cache.directory / "health_report.json")),
         str(report.save_markdown(cache.directory / "health_report.md")),

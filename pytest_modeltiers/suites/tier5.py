@@ -12,6 +12,11 @@ evaluates the configured triggers (``--retraining-policy``, ``--retraining-gate`
 results (the evaluation metrics, the drift of the current data against the reference, the
 current data's volume; baselines from ``--baseline-run`` or the ``--model-registry``'s
 production model) and writes the report next to the health report.
+
+A test with nothing to judge (no baseline, no reference profile, no trigger data) is skipped
+with the reason and ``details["no_data"]``, never passed; ``--modeltiers-require`` names the
+inputs whose absence fails instead. Bad input files are refused before collection
+(``pytest_modeltiers.tier5_inputs``).
 """
 
 from __future__ import annotations
@@ -56,7 +61,6 @@ from pytest_modeltiers.suites.support import expect
 pytestmark = pytest.mark.tier5
 
 Batch = dict[str, Any]
-CHECKPOINT_DIR = "modeltiers-checkpoints"
 
 
 @dataclass(frozen=True)
@@ -162,10 +166,11 @@ class Tier5State:
             )
             log_profile_to_db(db, run_id, profile)
             if self.persistent_db:
-                # Stored relative to the database's folder, so any later session finds it.
-                path = _save_weights(self.model, self.db_path.parent / CHECKPOINT_DIR, run_id)
-                relative = path.relative_to(self.db_path.parent)
-                db.log_artifact(run_id, "checkpoint", relative, {"format": "state_dict"})
+                # In this database's own artifact folder (named by its identity, so another
+                # database in the same folder never overwrites it), recorded relative to the
+                # database with its sha256 (checked before it is used as a baseline).
+                path = _save_weights(self.model, db.artifact_path(run_id, "weights.pt"))
+                db.log_artifact(run_id, "checkpoint", path, {"format": "state_dict"})
             db.update_run_status(run_id, "completed")
             self._run_id = run_id
         return self._run_id
@@ -191,10 +196,10 @@ class Tier5State:
         return self._reference
 
 
-def _save_weights(model: torch.nn.Module, directory: Path, run_id: int) -> Path:
+def _save_weights(model: torch.nn.Module, path: Path) -> Path:
     """The model's state dict (tensors only: ``weights_only=True`` loads it), written atomically."""
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return atomic_write(directory / f"tier5-run-{run_id}.pt", lambda f: torch.save(weights, f))
+    return atomic_write(path, lambda f: torch.save(weights, f))
 
 
 @pytest.fixture(scope="session")
@@ -215,15 +220,48 @@ def _failed(name: str, exc: Exception) -> CheckResult:
     return CheckResult.failed(name, tier5.TIER, str(exc))
 
 
+def _required(options: dict[str, Any], requirement: str) -> bool:
+    """Whether ``--modeltiers-require`` names ``requirement`` (a missing input then fails)."""
+    return requirement in options.get("modeltiers_require", ())
+
+
+def _shipped_data_refused(state: Tier5State, name: str) -> CheckResult | None:
+    """With ``--modeltiers-require tier5.eval-data``, a failure when no data of the user's own
+    was given (the check would evaluate the task's shipped test split)."""
+    if not _required(state.options, "tier5.eval-data"):
+        return None
+    config = state.eval_config()
+    if state.options.get("modeltiers_eval_data") or (
+        config is not None and Path(config.dataset_id).suffix.lower() in (".pt", ".jsonl")
+    ):
+        return None
+    return tier5.check_missing_input(
+        name,
+        missing="evaluation data",
+        message=f"no evaluation data was given, so {name} would judge the model on the task's "
+        "shipped test split: pass --eval-data PATH (.pt or .jsonl held-out data), or "
+        "--eval-config with a dataset_id naming such a file",
+        requirement="tier5.eval-data",
+        required=True,
+    )
+
+
 # --------------------------------------------------------------------------- baselines
 
 
 def _checkpoint_of_run(db: ExperimentDB, run_id: int, db_path: Path) -> Path:
-    """The newest "checkpoint" artifact of the run (else a checkpoint path among its params)."""
+    """The run's "checkpoint" artifact (the one marked best, else the newest), checked
+    against the sha256 recorded with it; else a checkpoint path among its params."""
     artifacts = db.get_artifacts(run_id, "checkpoint")
-    candidates = [str(p) for p in artifacts["filepath"]]
+    if len(artifacts):
+        best = [
+            int(aid)
+            for aid, meta in zip(artifacts["artifact_id"], artifacts["metadata"], strict=True)
+            if isinstance(meta, dict) and meta.get("best") is True
+        ]
+        return db.artifact_file(best[0] if best else int(artifacts["artifact_id"].iloc[0]))
     params = db.get_params(run_id)
-    candidates += [
+    candidates = [
         str(params[k])
         for k in ("best_checkpoint_path", "checkpoint_path", "last_checkpoint_path")
         if isinstance(params.get(k), str)
@@ -329,6 +367,10 @@ def test_eval_metrics(
 ) -> None:
     """The held-out metrics are finite; they are recorded in the experiment DB as a run."""
     try:
+        refused = _shipped_data_refused(_tier5, "test_eval_metrics")
+        if refused is not None:
+            expect(request, modeltiers_check, refused)
+            return
         result = _tier5.evaluation()
         run_id = _tier5.run_id()
     except ModelTiersError as exc:
@@ -351,7 +393,18 @@ def test_baseline_regression(
                 "--experiment-db that saved a checkpoint), or promote a model to the registry's "
                 "production alias"
             )
-            expect(request, modeltiers_check, CheckResult.skipped(name, tier5.TIER, message))
+            missing = tier5.check_missing_input(
+                name,
+                missing="baseline",
+                message=message,
+                requirement="tier5.baseline",
+                required=_required(_tier5.options, "tier5.baseline"),
+            )
+            expect(request, modeltiers_check, missing)
+            return
+        refused = _shipped_data_refused(_tier5, name)
+        if refused is not None:
+            expect(request, modeltiers_check, refused)
             return
         candidate = _tier5.evaluation()
         baseline_model = _load_baseline(_tier5, baseline)
@@ -394,21 +447,37 @@ def _drift_test(
 ) -> None:
     __tracebackhide__ = True
     try:
+        required = _required(state.options, "tier5.reference")
         loaded = state.reference_profile()
         if loaded is None:
             message = (
                 f"no reference profile to compare {what}s with: pass --reference-profile "
                 "profile.json or RUN_ID[:NAME] (with --experiment-db); a tier 5 run records one"
             )
-            expect(request, recorder, CheckResult.skipped(name, tier5.TIER, message))
+            missing = tier5.check_missing_input(
+                name,
+                missing="reference profile",
+                message=message,
+                requirement="tier5.reference",
+                required=required,
+            )
+            expect(request, recorder, missing)
             return
         reference, where = loaded
         if group == OUTPUT and not reference.has_outputs:
             message = (
                 f"the reference profile ({where}) has no output signals: it was computed "
-                "without a model; compute it with the model to check prediction drift"
+                "without a model; compute it with the model to check prediction drift (pass "
+                "--reference-profile with a profile a tier 5 run recorded)"
             )
-            expect(request, recorder, CheckResult.skipped(name, tier5.TIER, message))
+            missing = tier5.check_missing_input(
+                name,
+                missing="prediction signals of the reference profile",
+                message=message,
+                requirement="tier5.reference",
+                required=required,
+            )
+            expect(request, recorder, missing)
             return
         report = compare_profiles(
             reference,
@@ -528,7 +597,12 @@ def test_retraining_triggers(
     modeltiers_check: CheckRecorder,
     modeltiers_model_key: str | None,
 ) -> None:
-    """The retraining decision: fails when the report's severity reaches the gate."""
-    paths = _retraining_paths(request.config.stash[SESSION_KEY].values, modeltiers_model_key)
+    """The retraining decision: fails when the report's severity reaches the gate; skipped
+    when no trigger had its data (``--modeltiers-require tier5.triggers`` fails it instead)."""
+    values = request.config.stash[SESSION_KEY].values
+    paths = _retraining_paths(values, modeltiers_model_key)
     written = str(paths[0]) if paths is not None else None
-    expect(request, modeltiers_check, tier5.check_retraining(retraining_report, written_to=written))
+    result = tier5.check_retraining(
+        retraining_report, written_to=written, require_data=_required(values, "tier5.triggers")
+    )
+    expect(request, modeltiers_check, result)

@@ -10,13 +10,20 @@ of start-up (DESIGN §4).
   ``loss``: the same calls as every check), with AdamW and the configured warm-up and schedule
   stepped per optimizer step. It builds its own data loaders once the trainer knows the
   process's rank, and adds the RNG states to each checkpoint (Lightning's checkpoints do not
-  carry them) so a resumed run draws the same dropout masks as an uninterrupted one.
+  carry them) so a resumed run draws the same dropout masks as an uninterrupted one. After
+  each backward it stops the run with ``NonFiniteTrainingError`` at the first non-finite
+  training loss or gradient, before the optimizer applies it (once NaN reaches the weights,
+  every later step is NaN too and the cause is lost), naming the step, the loss and the first
+  parameter whose gradient is not finite. Under fp16 mixed precision only the loss is checked:
+  there non-finite gradients are routine, and the gradient scaler skips those steps. The
+  check costs one max-norm over the gradients and one device sync per backward.
 - ``RunRecorder`` keeps the metric history (saved in checkpoints, so it survives a resume) and
   writes to the experiment database from the process of global rank 0 only: it registers the
   run once the processes exist, broadcasts the run id and the run directory to every rank, hands
   each epoch's metrics to one ``MetricsEngine.log_epoch`` (which stores them in one transaction
   and raises alerts, kept for the results), and marks the run failed or interrupted if training
-  raises.
+  raises, with the exception (and a non-finite step's diagnosis) in the run's ``failure``
+  param.
 - ``quiet_lightning`` silences Lightning's informational logging ("GPU available: ...", tips)
   and the warnings that are noise for the small runs this package makes (worker-count and
   logging-interval hints, a deprecation inside Lightning itself, the notice that a resumed run
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import warnings
 from collections.abc import Iterator, Mapping
@@ -45,6 +53,7 @@ from pytest_modeltiers.training.lean_loop import (
     capture_rng_state,
     restore_rng_state,
 )
+from pytest_modeltiers.training.results import NonFiniteTrainingError
 from pytest_modeltiers.training.schedule import schedule_for
 from pytest_modeltiers.training.scoring import score_batch
 
@@ -135,6 +144,7 @@ class AdapterModule(pl.LightningModule):
         self.adapter = adapter
         self.config = config
         self.data = data
+        self._last_step: tuple[torch.Tensor, int] | None = None
 
     def _score(self, batch: Mapping[str, Any]) -> Any:
         return score_batch(self.__dict__["_forward_model"], self.adapter, batch)
@@ -154,7 +164,33 @@ class AdapterModule(pl.LightningModule):
             batch_size=score.count,
             sync_dist=True,
         )
+        self._last_step = (score.loss.detach(), batch_idx)
         return score.loss
+
+    def on_after_backward(self) -> None:
+        """Stop at the first non-finite loss or gradient, before the optimizer applies it."""
+        if self._last_step is None:
+            return
+        loss, batch_idx = self._last_step
+        finite = torch.isfinite(loss)
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if grads and not self._gradients_scaled():
+            # The max-norm is finite exactly when every gradient is (it cannot overflow).
+            largest = torch.nn.utils.get_total_norm(grads, norm_type=math.inf, foreach=None)
+            finite = finite & torch.isfinite(largest)
+        if not bool(finite):
+            raise non_finite_error(
+                self.model,
+                float(loss),
+                int(self.trainer.global_step),
+                self.current_epoch,
+                batch_idx,
+            )
+
+    def _gradients_scaled(self) -> bool:
+        """fp16 mixed precision: gradients are scaled, and inf ones make the scaler skip."""
+        plugin = getattr(self.trainer, "precision_plugin", None)
+        return getattr(plugin, "scaler", None) is not None
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         score = self._score(batch)
@@ -218,6 +254,56 @@ class AdapterModule(pl.LightningModule):
             restore_rng_state(section["rng"])
 
 
+def non_finite_error(
+    model: nn.Module, loss: float, step: int, epoch: int, batch: int
+) -> NonFiniteTrainingError:
+    """Where training stopped being finite: the error with its message and diagnosis."""
+    with_grads = [(name, p.grad) for name, p in model.named_parameters() if p.grad is not None]
+    bad = [name for name, grad in with_grads if not bool(torch.isfinite(grad).all())]
+    bad_weight = next(
+        (name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None
+    )
+    diagnosis = {
+        "step": step,
+        "epoch": epoch,
+        "batch": batch,
+        "loss": loss,
+        "parameter": bad[0] if bad else None,
+        "non_finite_gradients": len(bad),
+        "parameters_with_gradients": len(with_grads),
+        "non_finite_weights": bad_weight,
+    }
+    where = f"after {step} optimizer steps (epoch {epoch}, batch {batch})"
+    if bad:
+        first = (
+            f"first parameter with a non-finite gradient: {bad[0]} "
+            f"({len(bad)} of {len(with_grads)} parameters)"
+        )
+    else:
+        first = "no gradient is non-finite"
+    if math.isfinite(loss):
+        head = (
+            f"backward produced a non-finite gradient {where}, at a finite training loss "
+            f"of {loss:.4g}"
+        )
+        causes = (
+            "an operation differentiated where its derivative is infinite: sqrt or x**p (p<1) "
+            "at 0, log at 0, the norm of a zero vector, asin/acos at +-1"
+        )
+    else:
+        head = f"the training loss is {loss} {where}"
+        causes = (
+            "a learning rate too high, a division by a value that reaches 0, log/sqrt of "
+            "values <= 0, missing normalisation"
+        )
+    weights = f" The weights of {bad_weight} were already non-finite." if bad_weight else ""
+    message = (
+        f"{head}; {first}. Training stopped before this step changed the weights.{weights} "
+        f"Likely causes: {causes}; torch.autograd.set_detect_anomaly(True) names the operation."
+    )
+    return NonFiniteTrainingError(message, diagnosis)
+
+
 class RunRecorder(Callback):
     """Metric history for the results, and the experiment DB, written by global rank 0 only."""
 
@@ -275,9 +361,32 @@ class RunRecorder(Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        if trainer.is_global_zero and self.db is not None and self.run_id is not None:
-            status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        if trainer.is_global_zero:
+            self.record_failure(exception)
+
+    def record_failure(self, exception: BaseException) -> None:
+        """Mark the run failed (or interrupted) with the exception, and a non-finite step's
+        diagnosis, in its ``failure`` param. Call on global rank 0 only. If the database
+        cannot take it, the exception says so in a note rather than being replaced."""
+        if self.db is None or self.run_id is None:
+            return
+        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        failure: dict[str, Any] = {
+            "error": type(exception).__name__,
+            "message": str(exception)[:2000],
+        }
+        if isinstance(exception, NonFiniteTrainingError):
+            failure.update(exception.diagnosis)
+        try:
+            self.db.log_params(self.run_id, {"failure": failure})
             self.db.update_run_status(self.run_id, status)
+        except Exception as exc:
+            exception.add_note(
+                f"run {self.run_id} of {self.db.path} could not be marked {status}: {exc}"
+            )
+            return
+        if isinstance(exception, NonFiniteTrainingError):
+            exception.recorded_in = f"run {self.run_id} of {self.db.path}"
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": [dict(entry) for entry in self.history]}

@@ -1,4 +1,5 @@
-"""What ``run_training`` returns: the evaluation, the history, the checkpoints and the run id.
+"""What ``run_training`` returns (the evaluation, the history, the checkpoints, the run id),
+and what it raises when training stops being finite.
 
 PYTEST_DONT_REWRITE
 
@@ -15,7 +16,26 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TrainingResults"]
+from pytest_modeltiers.errors import ModelTiersError
+
+__all__ = ["NonFiniteTrainingError", "TrainingResults"]
+
+
+class NonFiniteTrainingError(ModelTiersError):
+    """Training produced a non-finite loss or gradient; the run stopped before that step.
+
+    ``diagnosis`` says where: ``step`` (optimizer steps completed before it), ``epoch``,
+    ``batch``, ``loss`` (a float, maybe NaN), ``parameter`` (the first, in
+    ``named_parameters`` order, whose gradient is not finite; None if none is),
+    ``non_finite_gradients`` and ``parameters_with_gradients`` (counts), and
+    ``non_finite_weights`` (the first parameter that is itself already non-finite, or None).
+    ``recorded_in`` names the experiment database run that stores it, when there is one.
+    """
+
+    def __init__(self, message: str, diagnosis: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.diagnosis = diagnosis
+        self.recorded_in: str | None = None
 
 
 @dataclass(frozen=True)

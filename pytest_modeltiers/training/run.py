@@ -43,7 +43,16 @@ Every file the run writes lives under the run directory; Lightning's logger is o
 ``lightning_logs`` in the working directory) and its informational output silenced; the
 progress bar shows only on a terminal. With ``db``, the process of global rank 0 registers the
 run, logs its params and each epoch's metrics, the best and last checkpoints as artifacts, and
-its final status; other ranks never write to it.
+its final status; other ranks never write to it. A checkpoint in a temporary folder that the
+database is not in (``copy_checkpoints=None``), or any checkpoint (``copy_checkpoints=True``),
+is copied into the database's artifact folder rather than referenced (see
+``ExperimentDB.log_artifact``), and the run directory is then not recorded either: the
+database never points into a folder that will be deleted.
+
+A non-finite training loss or gradient stops the run at that step with
+``NonFiniteTrainingError`` (step, loss, first parameter with a non-finite gradient; see
+``training.lightning_module``). Any exception marks the DB run ``failed`` (``interrupted`` for
+Ctrl-C) with the exception, and that diagnosis, in its ``failure`` param.
 """
 
 from __future__ import annotations
@@ -142,6 +151,7 @@ def run_training(
     accelerator: str = "auto",
     progress_bar: bool | None = None,
     run_fields: Mapping[str, Any] | None = None,
+    copy_checkpoints: bool | None = None,
 ) -> TrainingResults:
     """Train ``model`` with Lightning as ``training_cfg`` says; see the module docstring.
 
@@ -149,7 +159,9 @@ def run_training(
     ``{"train": ..., "validation": ...}`` (see ``training.data``). ``accelerator``: ``auto``,
     ``cpu`` or ``gpu``. ``progress_bar``: None shows it on a terminal only. ``run_fields``:
     more columns of the DB run (``sweep_id``, ``sweep_params``, ``gist_id``, ...; see
-    ``ExperimentDB.register_run``).
+    ``ExperimentDB.register_run``). ``copy_checkpoints``: copy the checkpoints recorded in
+    ``db`` next to it (True), record them where they are (False: refused if that is a
+    temporary folder the database is not in), or copy only in that case (None).
     """
     start = time.perf_counter()
     _check_inputs(model, training_cfg)
@@ -165,6 +177,10 @@ def run_training(
     run_name = config.run_name or f"{task_spec.name}-{type(model).__name__}"
     directory = (
         Path(run_dir) if run_dir is not None else new_run_dir(config.checkpoint_dir, run_name)
+    )
+    copying = bool(
+        db is not None
+        and (copy_checkpoints if copy_checkpoints is not None else db.must_copy(directory))
     )
 
     # Lightning is imported here and only here (seconds of start-up, DESIGN §4).
@@ -214,7 +230,8 @@ def run_training(
             "num_parameters": num_params,
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "data": data.source,
-            "run_dir": str(directory),
+            # A run directory whose checkpoints are copied to the database is not recorded.
+            **({} if copying else {"run_dir": str(directory)}),
             "resumed_from": resume,
             "initial_eval": initial,
             **{f"distribution.{k}": v for k, v in distribution.to_dict().items()},
@@ -262,24 +279,36 @@ def run_training(
             use_distributed_sampler=data.user_loaders,
         )
         trainer.fit(module, ckpt_path=resume, weights_only=True if resume else None)
-        final = _evaluate(model, adapter, task_spec, eval_cfg, eval_batches)
         best = checkpointing.best_model_path or checkpointing.last_model_path or None
         last = checkpointing.last_model_path or best
-        if trainer.is_global_zero and db is not None and recorder.run_id is not None:
-            if best:
-                db.log_artifact(
-                    recorder.run_id,
-                    "checkpoint",
-                    best,
-                    {
-                        "best": True,
-                        "monitor": checkpointing.monitor,
-                        "score": _score(checkpointing),
-                    },
-                )
-            if last and last != best:
-                db.log_artifact(recorder.run_id, "checkpoint", last, {"best": False, "last": True})
-            db.update_run_status(recorder.run_id, "completed")
+        try:
+            final = _evaluate(model, adapter, task_spec, eval_cfg, eval_batches)
+            if trainer.is_global_zero and db is not None and recorder.run_id is not None:
+                if best:
+                    db.log_artifact(
+                        recorder.run_id,
+                        "checkpoint",
+                        best,
+                        {
+                            "best": True,
+                            "monitor": checkpointing.monitor,
+                            "score": _score(checkpointing),
+                        },
+                        copy=copying,
+                    )
+                if last and last != best:
+                    db.log_artifact(
+                        recorder.run_id,
+                        "checkpoint",
+                        last,
+                        {"best": False, "last": True},
+                        copy=copying,
+                    )
+                db.update_run_status(recorder.run_id, "completed")
+        except BaseException as exc:  # after fit, Lightning's on_exception no longer runs
+            if trainer.is_global_zero:
+                recorder.record_failure(exc)
+            raise
     folder = Path(checkpointing.dirpath or directory / CHECKPOINT_SUBDIR)
     paths = sorted(str(p) for p in folder.glob("*.ckpt")) if folder.is_dir() else []
     return TrainingResults(
