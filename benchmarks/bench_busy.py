@@ -100,10 +100,24 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="rounds in each condition (3)")
     parser.add_argument("--burners", type=int, default=2, help="CPU-bound neighbours (2)")
     parser.add_argument("--model", type=Path, default=bench_tier1.DEFAULT_MODEL)
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:VAR=VALUE[,VAR=VALUE]",
+        help="another thread setting of the suite to time, e.g. 'spin 10k:GOMP_SPINCOUNT=10000'",
+    )
     args = parser.parse_args()
     if args.runs < 1 or args.burners < 1:
         parser.error("--runs and --burners must be at least 1")
     model = args.model.resolve()
+    thread_variants = dict(THREAD_VARIANTS)
+    for spec in args.variant:
+        name, _, settings = spec.partition(":")
+        pairs = [item.partition("=") for item in settings.split(",") if item]
+        if not name or not pairs or any(not key or not sep for key, sep, _ in pairs):
+            parser.error(f"--variant {spec!r}: expected NAME:VAR=VALUE[,VAR=VALUE]")
+        thread_variants[name] = {key: value for key, _, value in pairs}
     python = sys.executable
     times: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-busy-") as folder:
@@ -115,7 +129,7 @@ def main() -> int:
         suite += ["-p", "no:cacheprovider", "-q"]
         bare = record_bare_script(model, suite, root, env)
         variants = {
-            **{name: (suite, {**env, **extra}) for name, extra in THREAD_VARIANTS.items()},
+            **{name: (suite, {**env, **extra}) for name, extra in thread_variants.items()},
             BARE: ([python, str(bare)], env),
         }
         for command, variant_env in variants.values():  # warm the file system cache

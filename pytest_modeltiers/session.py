@@ -138,8 +138,15 @@ class ModelTiersSession:
                 status_reason=STARTED_REASON.format(started=_utc_now()),
             )
             self.report_paths = started.write(self.report_path)
-        from pytest_modeltiers.threads import choose_wait_policy, share_cpus_between_workers
+        from pytest_modeltiers.threads import (
+            choose_wait_policy,
+            one_thread_for_small_models,
+            share_cpus_between_workers,
+            user_thread_settings,
+        )
 
+        # A torch imported by a conftest.py, or the user's own settings: threads are theirs.
+        threads_are_ours = "torch" not in sys.modules and not user_thread_settings()
         self.threads_note = choose_wait_policy()  # before torch loads OpenMP, which reads it once
         with _collector_paused():
             from pytest_modeltiers.models.loader import LoadRequest, load_model
@@ -156,6 +163,11 @@ class ModelTiersSession:
             except ModelTiersError as exc:
                 raise pytest.UsageError(f"--model {spec}: {exc}") from None
             self.models[self._unique_key(loaded.name)] = loaded
+        if threads_are_ours:
+            largest = max(loaded.num_parameters for loaded in self.models.values())
+            one_thread = one_thread_for_small_models(largest)
+            if one_thread is not None:
+                self.threads_note = f"{self.threads_note}; {one_thread}"
         from pytest_modeltiers.tier5_inputs import check_tier5_inputs
 
         try:  # tier 5's data, profile and database options: usage errors, before collection

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from pytest_modeltiers.threads import choose_wait_policy
+from pytest_modeltiers.threads import (
+    OUR_MARK,
+    SMALL_MODEL_PARAMETERS,
+    choose_wait_policy,
+    one_thread_for_small_models,
+    user_thread_settings,
+)
 
 MODEL = Path(__file__).resolve().parents[1] / "fixtures" / "models" / "lm_factory.py"
 
@@ -18,6 +25,8 @@ import os, sys
 def pytest_unconfigure(config):
     policy = os.environ.get("OMP_WAIT_POLICY", "unset")
     print(f"probe: OMP_WAIT_POLICY={policy}", file=sys.stderr)
+    if "torch" in sys.modules:
+        print(f"probe: threads={sys.modules['torch'].get_num_threads()}", file=sys.stderr)
 """
 
 
@@ -33,8 +42,9 @@ def test_waiting_threads_sleep_when_nothing_is_set(
         monkeypatch.delenv(name, raising=False)
     result = run_model(pytester)
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["modeltiers: threads: OMP_WAIT_POLICY=PASSIVE (waiting*"])
-    result.stderr.fnmatch_lines(["probe: OMP_WAIT_POLICY=PASSIVE"])
+    note = "; 1 intra-op thread (models under*" if (os.cpu_count() or 1) > 1 else ""
+    result.stdout.fnmatch_lines([f"modeltiers: threads: OMP_WAIT_POLICY=PASSIVE (waiting*{note}"])
+    result.stderr.fnmatch_lines(["probe: OMP_WAIT_POLICY=PASSIVE", "probe: threads=1"])
 
 
 def test_the_users_setting_wins_and_the_header_shows_it(
@@ -64,3 +74,13 @@ def test_choose_wait_policy_only_writes_an_unset_environment() -> None:
     env: dict[str, str] = {"GOMP_SPINCOUNT": "1000"}
     assert "GOMP_SPINCOUNT=1000" in choose_wait_policy(env)
     assert env == {"GOMP_SPINCOUNT": "1000"}
+
+
+def test_a_large_model_keeps_torchs_thread_count() -> None:
+    assert one_thread_for_small_models(SMALL_MODEL_PARAMETERS) is None
+
+
+def test_the_policy_the_plugin_set_in_a_parent_process_is_not_the_users() -> None:
+    inherited = {"OMP_WAIT_POLICY": "PASSIVE", OUR_MARK: "1"}
+    assert user_thread_settings(inherited) == []
+    assert user_thread_settings({"OMP_WAIT_POLICY": "PASSIVE"}) == ["OMP_WAIT_POLICY=PASSIVE"]
