@@ -38,7 +38,7 @@ import numpy as np
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from pytest_modeltiers.monitoring.profiles import (
+from pytest_modeltiers.drift.distribution import (
     Profile,
     _pooled_categories,
     compare_profiles,

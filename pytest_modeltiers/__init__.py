@@ -9,46 +9,15 @@ PYTEST_DONT_REWRITE
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
-
-def _exempt_from_assertion_rewriting(hook: object, packages: tuple[str, ...]) -> None:
-    """Take ``packages`` (and any of their modules marked alone) off the list of modules pytest's
-    assertion-rewriting hook rewrites.
-
-    pytest rewrites every module of a package that declares a ``pytest11`` entry point, as if it
-    were test code: it parses and recompiles each one and caches the result next to the source,
-    so where bytecode cannot be written (``PYTHONDONTWRITEBYTECODE=1``, common in CI images, or a
-    read-only site-packages) that work is repeated by every pytest run. A hook without the
-    marked set (another pytest version, ``--assert=plain``) is left alone.
-    """
-    marked = getattr(hook, "_must_rewrite", None)
-    if not isinstance(marked, set):
-        return
-    prefixes = tuple(f"{package}." for package in packages)
-    marked.difference_update(
-        {name for name in marked if name in packages or name.startswith(prefixes)}
-    )
-    cache = getattr(hook, "_marked_for_rewrite_cache", None)
-    if isinstance(cache, dict):
-        cache.clear()
-
-
-def _active_rewrite_hook() -> object | None:
-    """pytest's assertion-rewriting import hook, when pytest is importing this package."""
-    return next(
-        (finder for finder in sys.meta_path if type(finder).__name__ == "AssertionRewritingHook"),
-        None,
-    )
-
+from pytest_modeltiers import startup
+from pytest_modeltiers.version import __version__ as __version__
 
 # This package holds no user tests and raises its own assertion messages, so none of its modules
 # needs rewriting: taking it off the list here, before pytest imports the plugin's modules,
 # saves every run (with or without --model) recompiling them where bytecode is not cached.
-_exempt_from_assertion_rewriting(_active_rewrite_hook(), (__name__,))
+startup.exempt_from_assertion_rewriting(startup.active_rewrite_hook(), (__name__,))
 
 _EXPORTS = {
     "TaskSpec": "pytest_modeltiers.config.task_spec",
@@ -86,32 +55,32 @@ _EXPORTS = {
     "CheckResult": "pytest_modeltiers.report",
     "HealthReport": "pytest_modeltiers.report",
     # tier 5: evaluation, baseline regression, reference profiles and drift
-    "run_evaluation": "pytest_modeltiers.monitoring.evaluation",
-    "compare_models": "pytest_modeltiers.monitoring.regression",
-    "compute_profile": "pytest_modeltiers.monitoring.profiles",
-    "compare_profiles": "pytest_modeltiers.monitoring.profiles",
-    "log_profile_to_db": "pytest_modeltiers.monitoring.profile_io",
+    "run_evaluation": "pytest_modeltiers.evaluation.held_out",
+    "compare_models": "pytest_modeltiers.evaluation.regression",
+    "compute_profile": "pytest_modeltiers.drift.distribution",
+    "compare_profiles": "pytest_modeltiers.drift.distribution",
+    "log_profile_to_db": "pytest_modeltiers.drift.profile_io",
     # tier 5: retraining triggers, model registry, metrics engine
-    "DriftTrigger": "pytest_modeltiers.monitoring.triggers",
-    "PerformanceTrigger": "pytest_modeltiers.monitoring.triggers",
-    "TimeTrigger": "pytest_modeltiers.monitoring.triggers",
-    "DataVolumeTrigger": "pytest_modeltiers.monitoring.triggers",
-    "CompositeTrigger": "pytest_modeltiers.monitoring.triggers",
-    "RetrainingTriggerManager": "pytest_modeltiers.monitoring.triggers",
-    "RetrainingReport": "pytest_modeltiers.monitoring.triggers",
-    "evaluate_retraining": "pytest_modeltiers.monitoring.triggers",
-    "get_conservative_config": "pytest_modeltiers.monitoring.triggers",
-    "get_balanced_config": "pytest_modeltiers.monitoring.triggers",
-    "get_aggressive_config": "pytest_modeltiers.monitoring.triggers",
+    "DriftTrigger": "pytest_modeltiers.triggers.manager",
+    "PerformanceTrigger": "pytest_modeltiers.triggers.manager",
+    "TimeTrigger": "pytest_modeltiers.triggers.manager",
+    "DataVolumeTrigger": "pytest_modeltiers.triggers.manager",
+    "CompositeTrigger": "pytest_modeltiers.triggers.manager",
+    "RetrainingTriggerManager": "pytest_modeltiers.triggers.manager",
+    "RetrainingReport": "pytest_modeltiers.triggers.manager",
+    "evaluate_retraining": "pytest_modeltiers.triggers.manager",
+    "get_conservative_config": "pytest_modeltiers.triggers.manager",
+    "get_balanced_config": "pytest_modeltiers.triggers.manager",
+    "get_aggressive_config": "pytest_modeltiers.triggers.manager",
     "ModelRegistry": "pytest_modeltiers.store.model_registry",
-    "MetricsEngine": "pytest_modeltiers.monitoring.metrics_engine",
+    "MetricsEngine": "pytest_modeltiers.evaluation.metrics_engine",
     # tier 4: export
     "export_model": "pytest_modeltiers.export.exporters",
-    "create_export_bundle": "pytest_modeltiers.export.bundle",
+    "create_export_bundle": "pytest_modeltiers.checks.export_bundle",
     "load_exported_model": "pytest_modeltiers.export.runtime",
-    "ExportHealthChecker": "pytest_modeltiers.export.health",
-    "ExportHealthReport": "pytest_modeltiers.export.health",
-    "run_export_validation": "pytest_modeltiers.export.validation",
+    "ExportHealthChecker": "pytest_modeltiers.checks.export_health",
+    "ExportHealthReport": "pytest_modeltiers.checks.export_health",
+    "run_export_validation": "pytest_modeltiers.checks.export_validation",
 }
 
 __all__ = [
@@ -190,6 +159,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from pytest_modeltiers.checks.export_bundle import create_export_bundle
+    from pytest_modeltiers.checks.export_health import ExportHealthChecker, ExportHealthReport
+    from pytest_modeltiers.checks.export_validation import run_export_validation
     from pytest_modeltiers.config.builder import TrainingConfigBuilder
     from pytest_modeltiers.config.eval_config import (
         EvalConfig,
@@ -204,6 +176,8 @@ if TYPE_CHECKING:
         resolve_task,
     )
     from pytest_modeltiers.config.training import TrainingConfig, compare_configs
+    from pytest_modeltiers.drift.distribution import compare_profiles, compute_profile
+    from pytest_modeltiers.drift.profile_io import log_profile_to_db
     from pytest_modeltiers.errors import (
         AdapterError,
         ConfigError,
@@ -213,21 +187,23 @@ if TYPE_CHECKING:
         TaskSpecError,
         UnsafeModelError,
     )
-    from pytest_modeltiers.export.bundle import create_export_bundle
+    from pytest_modeltiers.evaluation.held_out import run_evaluation
+    from pytest_modeltiers.evaluation.metrics_engine import MetricsEngine
+    from pytest_modeltiers.evaluation.regression import compare_models
     from pytest_modeltiers.export.exporters import export_model
-    from pytest_modeltiers.export.health import ExportHealthChecker, ExportHealthReport
     from pytest_modeltiers.export.runtime import load_exported_model
-    from pytest_modeltiers.export.validation import run_export_validation
     from pytest_modeltiers.models.adapters import TaskAdapter, get_adapter, load_adapter
     from pytest_modeltiers.models.batches import make_batch
     from pytest_modeltiers.models.loader import LoadedModel, LoadRequest, load_model
     from pytest_modeltiers.models.safety import scan_model_file
-    from pytest_modeltiers.monitoring.evaluation import run_evaluation
-    from pytest_modeltiers.monitoring.metrics_engine import MetricsEngine
-    from pytest_modeltiers.monitoring.profile_io import log_profile_to_db
-    from pytest_modeltiers.monitoring.profiles import compare_profiles, compute_profile
-    from pytest_modeltiers.monitoring.regression import compare_models
-    from pytest_modeltiers.monitoring.triggers import (
+    from pytest_modeltiers.report import CheckResult, HealthReport
+    from pytest_modeltiers.store.experiment_db import ExperimentDB
+    from pytest_modeltiers.store.model_registry import ModelRegistry
+    from pytest_modeltiers.store.sqlite_base import StoreError
+    from pytest_modeltiers.training.checkpoints import CheckpointError, load_model_weights
+    from pytest_modeltiers.training.results import TrainingResults
+    from pytest_modeltiers.training.run import run_training
+    from pytest_modeltiers.triggers.manager import (
         CompositeTrigger,
         DataVolumeTrigger,
         DriftTrigger,
@@ -240,10 +216,3 @@ if TYPE_CHECKING:
         get_balanced_config,
         get_conservative_config,
     )
-    from pytest_modeltiers.report import CheckResult, HealthReport
-    from pytest_modeltiers.store.experiment_db import ExperimentDB
-    from pytest_modeltiers.store.model_registry import ModelRegistry
-    from pytest_modeltiers.store.sqlite_base import StoreError
-    from pytest_modeltiers.training.checkpoints import CheckpointError, load_model_weights
-    from pytest_modeltiers.training.results import TrainingResults
-    from pytest_modeltiers.training.run import run_training

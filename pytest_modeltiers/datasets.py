@@ -6,33 +6,6 @@ Tier 3 trains on them, tier 5 evaluates and profiles them, and users get them wi
 They are generated rather than stored because the vocabulary, number of classes and image size
 come from the user's model: a fixed file could not fit every model. Generation is seeded, so the
 same task, split, size, shift and seed always give the same tensors, on any machine.
-
-Each family has structure a model can learn in a few steps, so "validation loss goes down" is a
-real signal:
-
-=============== ==================================================================
-family          what the data is
-=============== ==================================================================
-lm              sentences from a fixed bigram chain: each token is followed by its
-                successor (a fixed permutation) with probability 0.8, else by a
-                Zipf-distributed token
-classification  token sequences sprinkled with class keywords (each class owns a
-                disjoint set of tokens); the label is the class of the keywords
-seq2seq         "translation": the target is the source mapped token by token through
-                a fixed permutation (cut at ``max_target_len``)
-vision          a per-class smooth template plus noise, on the task's pixel range
-=============== ==================================================================
-
-Text is right-padded with the task's pad id and real lengths vary (about half to the full
-length), so padding-aware metrics and length profiles see real padding. Special tokens (pad,
-decoder start, ...) never appear at real positions.
-
-``shift`` (0 to 1) moves the distribution for drift tests: token frequencies tilt from the Zipf
-order towards its reverse, sequences get longer, classes get unbalanced towards class 0, and
-images get brighter. ``shift=0`` is the reference distribution.
-
-A user's own data comes in through ``load_dataset_file`` (``.pt`` dict of tensors or ``.jsonl``)
-in the same raw batch layout as ``models/batches.py``.
 """
 
 from __future__ import annotations
@@ -116,7 +89,7 @@ def task_dataset(
     shift: float = 0.0,
     seed: int = 0,
 ) -> TensorDictDataset:
-    """The task's shipped dataset for ``split`` (see the module docstring for what it holds)."""
+    """The task's shipped dataset for ``split`` (docs/tasks-and-adapters.md says what it holds)."""
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     count = DEFAULT_SIZES[split] if size is None else size

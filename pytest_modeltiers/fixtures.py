@@ -16,6 +16,7 @@ import pytest
 from pytest_modeltiers.errors import ModelTiersError
 from pytest_modeltiers.recorder import RECORDER_KEY, CheckRecorder
 from pytest_modeltiers.session import SESSION_KEY
+from pytest_modeltiers.settings import Settings
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -124,9 +125,18 @@ def modeltiers_check(request: pytest.FixtureRequest) -> CheckRecorder:
 
 
 @pytest.fixture(scope="session")
-def modeltiers_options(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The session's resolved modeltiers options, keyed by option destination."""
-    return dict(request.config.stash[SESSION_KEY].values)
+def modeltiers_settings(request: pytest.FixtureRequest) -> Settings:
+    """The session's options, one typed attribute each (``modeltiers_settings.max_batch_size``)."""
+    return request.config.stash[SESSION_KEY].settings
+
+
+@pytest.fixture(scope="session")
+def modeltiers_options(modeltiers_settings: Settings) -> dict[str, Any]:
+    """The session's options as a dict keyed by ini name (``modeltiers_max_batch_size``).
+
+    Kept for existing tests; ``modeltiers_settings`` has the same values as typed attributes.
+    """
+    return modeltiers_settings.as_options()
 
 
 # -- tier 3: the session's real training run -------------------------------------------------
@@ -143,7 +153,7 @@ def training_run_config(training_config: TrainingConfig) -> TrainingConfig:
 
 @pytest.fixture(scope="session")
 def training_run(
-    request: pytest.FixtureRequest,
+    modeltiers_settings: Settings,
     modeltiers_loaded_model: LoadedModel,
     training_run_config: TrainingConfig,
     eval_config: EvalConfig,
@@ -162,7 +172,7 @@ def training_run(
 
     loaded = modeltiers_loaded_model
     folder = tmp_path_factory.mktemp("modeltiers-training-" + re.sub(r"[^\w.-]+", "_", loaded.name))
-    db_option = request.config.stash[SESSION_KEY].values["modeltiers_experiment_db"]
+    db_option = modeltiers_settings.experiment_db
     db_path = Path(db_option) if db_option else folder / "experiments.db"
     return execute_training_run(
         loaded.new_model,
@@ -188,19 +198,19 @@ def trained_model(training_run: TrainingOutcome) -> nn.Module:
 
 
 @pytest.fixture(scope="session")
-def export_format(modeltiers_options: dict[str, Any]) -> str:
+def export_format(modeltiers_settings: Settings) -> str:
     """The format ``exported_model`` exports: the first of ``--export-formats``.
 
     The built-in tier 4 suite parametrizes it over every format; parametrize it in your own
     tests the same way (``@pytest.mark.parametrize("export_format", ["onnx"])``).
     """
-    formats: tuple[str, ...] = modeltiers_options["modeltiers_export_formats"]
-    return formats[0]
+    return modeltiers_settings.export_formats[0]
 
 
 @pytest.fixture(scope="session")
 def modeltiers_exports(
     request: pytest.FixtureRequest,
+    modeltiers_settings: Settings,
     modeltiers_loaded_model: LoadedModel,
     modeltiers_model_key: str | None,
     tmp_path_factory: pytest.TempPathFactory,
@@ -216,17 +226,15 @@ def modeltiers_exports(
     from pytest_modeltiers.export.cache import ExportCache
     from pytest_modeltiers.export.tolerances import ToleranceError, ToleranceTable
 
-    values = request.config.stash[SESSION_KEY].values
+    settings = modeltiers_settings
     loaded = modeltiers_loaded_model
     name = re.sub(r"[^\w.-]+", "_", modeltiers_model_key or loaded.name)
-    if values["modeltiers_export_dir"]:
-        directory = Path(values["modeltiers_export_dir"]).resolve() / name
+    if settings.export_dir:
+        directory = Path(settings.export_dir).resolve() / name
     else:
         directory = tmp_path_factory.mktemp(f"modeltiers-export-{name}")
     try:
-        tolerances = ToleranceTable.from_sources(
-            request.config.rootpath, values["modeltiers_export_tolerance"]
-        )
+        tolerances = ToleranceTable.from_sources(request.config.rootpath, settings.export_tolerance)
     except ToleranceError as exc:
         pytest.fail(str(exc), pytrace=False)
     return ExportCache(
@@ -234,11 +242,11 @@ def modeltiers_exports(
         loaded.adapter,
         loaded.task,
         directory,
-        onnx_exporter=values["modeltiers_export_onnx_exporter"],
-        timeout=values["modeltiers_timeout"],
+        onnx_exporter=settings.export_onnx_exporter,
+        timeout=settings.timeout,
         tolerances=tolerances,
-        max_batch=values["modeltiers_max_batch_size"],
-        quantization=values["modeltiers_export_quantization"],
+        max_batch=settings.max_batch_size,
+        quantization=settings.export_quantization,
     )
 
 

@@ -252,6 +252,11 @@ class Option:
     def display(self) -> str:
         return self.flags[0]
 
+    @property
+    def attribute(self) -> str:
+        """Its attribute on ``Settings``: the ini name without its ``modeltiers_`` prefix."""
+        return self.dest.removeprefix("modeltiers_")
+
 
 MODEL_FLAG = "--model"
 

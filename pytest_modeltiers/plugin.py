@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import shlex
 from collections.abc import Generator
 from typing import Any
 
 import pytest
 
-from pytest_modeltiers import _exempt_from_assertion_rewriting, fixtures, rootdir_guard
+from pytest_modeltiers import fixtures, rootdir_guard, startup
+from pytest_modeltiers.extras import missing_extras_error
 from pytest_modeltiers.options import MODEL_FLAG, OPTIONS
 from pytest_modeltiers.session import (
     SESSION_KEY,
@@ -22,6 +24,7 @@ from pytest_modeltiers.session import (
     misspelt_tier_marker,
     registered_markers,
 )
+from pytest_modeltiers.suites import SUITE_TIERS, selected_tiers
 
 MARKERS = {
     "tier1": "tier 1 (wiring): shapes, gradients, stability, batch independence, masking, init",
@@ -101,22 +104,17 @@ def pytest_configure(config: pytest.Config) -> None:
             if error is not None:
                 raise pytest.UsageError(error)
         if state.model_specs:
-            _exempt_hypothesis_from_assertion_rewriting(config)
+            _check_extras(config.option.markexpr or "")
+            startup.exempt_hypothesis(getattr(config.pluginmanager, "rewrite_hook", None))
         state.start(getattr(config, "workerinput", None))
 
 
-def _exempt_hypothesis_from_assertion_rewriting(config: pytest.Config) -> None:
-    """Let Hypothesis import as plain Python, not as rewritten test code.
-
-    pytest marks Hypothesis for rewriting because it ships a pytest plugin: some 120 modules
-    parsed and rewritten when the suites import it, and where bytecode cannot be cached that
-    happens on every run: 1.2 s of a 3.8 s tier 1 run (benchmarks/bench_tier1.py
-    --no-bytecode-cache). Hypothesis holds no user tests, so nothing is lost. Only runs with
-    ``--model`` are touched. This package exempts itself when it is imported.
-    """
-    _exempt_from_assertion_rewriting(
-        getattr(config.pluginmanager, "rewrite_hook", None), ("hypothesis",)
-    )
+def _check_extras(markexpr: str) -> None:
+    """Refuse, before collection, a run whose tiers need an extra that is not installed."""
+    selection = f"-m {shlex.quote(markexpr)}" if markexpr else "--model without -m (every tier)"
+    error = missing_extras_error(selected_tiers(markexpr), SUITE_TIERS, selection)
+    if error is not None:
+        raise pytest.UsageError(error)
 
 
 def _path_taking_flags(config: pytest.Config) -> list[str]:

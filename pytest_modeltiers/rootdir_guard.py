@@ -1,20 +1,6 @@
 """Catch a path given to one of our options that moved pytest's rootdir or configuration file.
 
 PYTEST_DONT_REWRITE
-
-pytest picks its rootdir and configuration file before it loads plugins, from the command line
-parsed with only its own options known. ``--model /elsewhere/model.py`` is then read as an
-unknown option followed by a test path, so the model's folder joins the search: pytest takes
-the configuration of the project the model lives in, or none at all, instead of the one of the
-project it runs in (``cd proj && pytest --model /opt/models/m.py`` silently ignores
-``proj/pytest.ini``: its markers, addopts, filterwarnings and ``modeltiers_*`` settings).
-``--model=/elsewhere/model.py`` is one argument and does not do this.
-
-The guard runs at configure time, computes where pytest would have landed without our options'
-values, and compares. A different configuration file is a usage error that names the option
-and the fix; a different rootdir alone (no configuration file either way) is reported in the
-session header. Only the standard library and pytest are imported: this module is loaded by
-every pytest run.
 """
 
 from __future__ import annotations

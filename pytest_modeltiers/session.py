@@ -14,12 +14,9 @@ needs torch, is imported when a model is actually named.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import dataclasses
 import difflib
 import functools
-import gc
 import os
 import re
 import sys
@@ -31,16 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_modeltiers import startup
 from pytest_modeltiers.errors import ModelTiersError
-from pytest_modeltiers.options import (
-    MODEL_FLAG,
-    OPTIONS,
-    OptionValueError,
-    default_profile,
-    option_named,
-    resolve_value,
-)
+from pytest_modeltiers.options import MODEL_FLAG, option_named
 from pytest_modeltiers.recorder import RECORDER_KEY
+from pytest_modeltiers.settings import SETTINGS_KEY, Settings
 from pytest_modeltiers.suites import NODEID_PREFIX, is_suite_nodeid, suite_paths
 from pytest_modeltiers.timeouts import (
     CheckTimeout,
@@ -80,7 +72,7 @@ class ModelTiersSession:
     agrees with pytest's outcomes with or without ``-n``.
     """
 
-    values: dict[str, Any]
+    settings: Settings
     rootdir: Path
     model_flag_taken: bool = False
     models: dict[str, LoadedModel] = field(default_factory=dict)
@@ -96,22 +88,14 @@ class ModelTiersSession:
 
     @classmethod
     def from_config(cls, config: pytest.Config, *, model_flag_taken: bool) -> ModelTiersSession:
-        values: dict[str, Any] = {}
-        for option in OPTIONS:
-            try:
-                values[option.dest] = resolve_value(
-                    option, config.getoption(option.dest), config.getini(option.ini_name)
-                )
-            except OptionValueError as exc:
-                raise pytest.UsageError(str(exc)) from None
-        if values["modeltiers_profile"] is None:
-            values["modeltiers_profile"] = default_profile()
-        return cls(values=values, rootdir=config.rootpath, model_flag_taken=model_flag_taken)
+        """The session of ``config``; its settings also go in ``config.stash[SETTINGS_KEY]``."""
+        settings = Settings.from_config(config)
+        config.stash[SETTINGS_KEY] = settings
+        return cls(settings=settings, rootdir=config.rootpath, model_flag_taken=model_flag_taken)
 
     @property
     def model_specs(self) -> list[str]:
-        specs: list[str] = self.values["modeltiers_model"]
-        return specs
+        return list(self.settings.model)
 
     @property
     def model_keys(self) -> list[str]:
@@ -119,17 +103,16 @@ class ModelTiersSession:
 
     @property
     def timeout(self) -> float:
-        seconds: float = self.values["modeltiers_timeout"]
-        return seconds
+        return self.settings.timeout
 
     @property
     def report_path(self) -> Path | None:
-        path: str | None = self.values.get("modeltiers_report")
+        path = self.settings.report
         return None if path is None else Path(path)
 
     def start(self, workerinput: dict[str, Any] | None = None) -> None:
         """Load every named model; a problem with one is a usage error that names the fix."""
-        check_output_paths(self.values)
+        check_output_paths(self.settings)
         if not self.model_specs:
             return
         if workerinput is None and self.report_path is not None:
@@ -148,16 +131,16 @@ class ModelTiersSession:
         # A torch imported by a conftest.py, or the user's own settings: threads are theirs.
         threads_are_ours = "torch" not in sys.modules and not user_thread_settings()
         self.threads_note = choose_wait_policy()  # before torch loads OpenMP, which reads it once
-        with _collector_paused():
+        with startup.collector_paused() as froze_libraries:
+            from pytest_modeltiers.hypothesis_profiles import load_profile
             from pytest_modeltiers.models.loader import LoadRequest, load_model
-            from pytest_modeltiers.profiles import load_profile
 
-            self.previous_profile = load_profile(self.values["modeltiers_profile"])
-        self.froze_gc = True
+            self.previous_profile = load_profile(self.settings.profile)
+        self.froze_gc = froze_libraries
         if workerinput is not None:
             share_cpus_between_workers(int(workerinput.get("workercount", 1)))
         for spec in self.model_specs:
-            request = LoadRequest.from_options(spec, self.values, self.rootdir)
+            request = LoadRequest.from_settings(spec, self.settings, self.rootdir)
             try:
                 loaded = load_model(request)
             except ModelTiersError as exc:
@@ -168,25 +151,21 @@ class ModelTiersSession:
             one_thread = one_thread_for_small_models(largest)
             if one_thread is not None:
                 self.threads_note = f"{self.threads_note}; {one_thread}"
-        from pytest_modeltiers.tier5_inputs import check_tier5_inputs
+        from pytest_modeltiers.checks.tier5_inputs import check_tier5_inputs
 
         try:  # tier 5's data, profile and database options: usage errors, before collection
-            check_tier5_inputs(self.values, {k: m.task for k, m in self.models.items()})
+            check_tier5_inputs(self.settings, {k: m.task for k, m in self.models.items()})
         except ModelTiersError as exc:
             raise pytest.UsageError(str(exc)) from None
-        # torch, Hypothesis and the models stay loaded for the whole session. Moving what exists
-        # now into the permanent generation spares the session's garbage collections (pytest's
-        # own at the end included) from scanning it: 0.15 s of a 2.6 s tier 1 run on a small
-        # model (benchmarks/bench_tier1.py). Garbage made by the tests is collected as usual;
-        # ``thaw_heap`` unfreezes after pytest's final collection, and the interpreter's exit
-        # freezes it again (``_freeze_heap_at_exit``).
-        gc.freeze()
-        _freeze_heap_at_exit()
+        # torch, Hypothesis and the models stay loaded for the whole session: out of the
+        # collector's sight until ``thaw_heap``, after pytest's final collection.
+        if startup.freeze_heap():
+            self.froze_gc = True
 
     def stop(self) -> None:
         """Give back the Hypothesis profile ``start`` replaced."""
         if self.previous_profile is not None:
-            from pytest_modeltiers.profiles import restore_profile
+            from pytest_modeltiers.hypothesis_profiles import restore_profile
 
             restore_profile(self.previous_profile)
             self.previous_profile = None
@@ -194,7 +173,7 @@ class ModelTiersSession:
     def thaw_heap(self) -> None:
         """Undo ``start``'s ``gc.freeze`` (the plugin calls it after pytest's last collection)."""
         if self.froze_gc:
-            gc.unfreeze()
+            startup.thaw_heap()
             self.froze_gc = False
 
     def _unique_key(self, name: str) -> str:
@@ -225,7 +204,7 @@ class ModelTiersSession:
             lines.extend(f"modeltiers: {line}" for line in loaded.describe(key))
         if self.models:
             lines.append(
-                f"modeltiers: profile {self.values['modeltiers_profile']}, "
+                f"modeltiers: profile {self.settings.profile}, "
                 f"timeout {self.timeout:g} s, CI={os.environ.get('CI', 'unset')}"
             )
         if self.models and self.threads_note is not None:
@@ -449,7 +428,7 @@ class ModelTiersSession:
         if hasattr(session.config, "workerinput") or not self.models:
             return
         path = self.report_path
-        threshold = self.values["modeltiers_fail_under"]
+        threshold = self.settings.fail_under
         if path is None and threshold is None:
             return
         report = self.health_report(**_final_status(session.exitstatus))
@@ -501,7 +480,7 @@ class ModelTiersSession:
         if self.score_failed:
             lines.append(
                 f"modeltiers: FAILED: health score {shown} is below "
-                f"--modeltiers-fail-under {self.values['modeltiers_fail_under']:g}"
+                f"--modeltiers-fail-under {self.settings.fail_under:g}"
             )
         return lines
 
@@ -546,9 +525,9 @@ def _flush_junit_xml(config: pytest.Config) -> None:
         xml.pytest_sessionfinish()
 
 
-def check_output_paths(values: dict[str, Any]) -> None:
+def check_output_paths(settings: Settings) -> None:
     """Refuse, before anything runs or is written, output paths the session cannot write."""
-    report = values.get("modeltiers_report")
+    report = settings.report
     if report is not None:
         flag = f"--modeltiers-report {report}"
         target = Path(report)
@@ -569,7 +548,7 @@ def check_output_paths(values: dict[str, Any]) -> None:
                 "another name"
             )
         _check_writable_parent(flag, target.parent)
-    export_dir = values.get("modeltiers_export_dir")
+    export_dir = settings.export_dir
     if export_dir is not None:
         flag = f"--export-dir {export_dir}"
         directory = Path(export_dir)
@@ -636,42 +615,3 @@ def _report_reason(report: pytest.TestReport) -> str:
         if line.startswith("E "):
             return line[2:].strip()
     return text.splitlines()[-1] if text else ""
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Generator[None, None, None]:
-    """Import the libraries of a run (torch, Hypothesis) with the cyclic collector paused.
-
-    Importing torch allocates some 165,000 long-lived objects, and the collector, triggered
-    by the allocations, scans them again and again while they load: 0.12-0.17 s of a 1.1 s
-    ``import torch`` on a 2-core machine, some 370 collections. Paused, importing torch and
-    Hypothesis leaves 0.7 MB of cyclic garbage (7,000 small objects: the import machinery's
-    tuples, cells and functions), which is frozen with the rest (``gc.freeze`` moves it out of
-    the collector's sight without a scan) rather than collected. Only library imports
-    run here: the user's model file and ``build_model`` run with the collector on, so garbage
-    they make in cycles is collected as usual.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-        gc.freeze()
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-@functools.cache
-def _freeze_heap_at_exit() -> None:
-    """At interpreter exit, freeze the heap so that shutdown's garbage collections skip it.
-
-    Python's shutdown runs full collections over every object still alive; with torch loaded
-    that is 0.4-0.5 s of a few-second tier 1 run, spent after the last test (``python -c
-    "import torch"`` alone takes 1.6 s, of which 0.45 s is shutdown; 1.2 s with the heap
-    frozen). Reference counting still frees everything modules hold, so files are flushed and
-    ``__del__`` methods run as before; only garbage already in a reference cycle at exit is
-    left to the operating system, and Python never promised to finalise that. ``atexit``
-    handlers run only when the interpreter ends, so a process that goes on after
-    ``pytest.main()`` keeps its normal collector. Registered once per process (cached).
-    """
-    atexit.register(gc.freeze)

@@ -5,16 +5,6 @@ PYTEST_DONT_REWRITE
 Hypothesis draws what it can shrink (batch size, lengths, padding, a seed, which edge values to
 plant); torch builds the tensors from that seed, which is fast and still deterministic. A
 failing example therefore shrinks to the smallest shape and seed 0, and it replays exactly.
-
-Every batch stays inside the task's limits (``max_seq_len``, ``max_target_len``, the image
-size, the pixel range of ``models.batches.pixel_range``), so a failure is the model's, not an
-out-of-range input's. Edge values are planted on purpose: token ids 0 and ``vocab_size - 1``,
-and for images the ends of the pixel range and exact 0, 1 and -1 where the range holds them.
-
-Usage::
-
-    @given(batch=batches(task_spec))
-    def test_forward(batch): ...
 """
 
 from __future__ import annotations

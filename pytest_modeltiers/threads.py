@@ -1,23 +1,6 @@
 """How torch's CPU threads behave in a test session: no spinning, and no threads that cannot pay.
 
 PYTEST_DONT_REWRITE
-
-CI runners are rarely idle, and OpenMP threads that spin while they wait hold a core that the
-sibling they wait for needs: tier 1 on a tiny GPT next to two CPU-bound processes took up to
-21 s instead of 1.9 s (``benchmarks/bench_busy.py``). Three settings, each left alone when the
-user made it (``OMP_NUM_THREADS``, ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` in the environment,
-or a torch imported before the plugin could act, by a ``conftest.py`` or another plugin); the
-session header says which case applies:
-
-- ``OMP_WAIT_POLICY=PASSIVE``, set before torch is imported (OpenMP reads it once, when torch
-  loads it): a thread waiting for work sleeps instead of spinning.
-- One intra-op thread for models under ``SMALL_MODEL_PARAMETERS``: the checks' batches (at most
-  8 x 64 tokens) are too small for a second thread to pay, and a single thread never waits on a
-  descheduled sibling. Measured on a 2-core machine: as fast as torch's default on a quiet
-  machine, and every run within 1.6x of that next to two CPU-bound processes. Larger models
-  keep torch's default thread count, with passive waits.
-- With pytest-xdist, each worker gets at most ``cores // workers`` threads: torch's default of
-  one thread per core is N times too many with ``-n N``.
 """
 
 from __future__ import annotations
@@ -66,7 +49,7 @@ def choose_wait_policy(environ: MutableMapping[str, str] | None = None) -> str:
 
 
 def one_thread_for_small_models(parameters: int) -> str | None:
-    """Use one intra-op thread when the largest model is small (see the module docstring).
+    """Use one intra-op thread when the largest model is small (see docs/performance.md).
 
     Called only when the user set no thread setting (``user_thread_settings``) and torch was
     not imported before the plugin. Returns the header's note, or None when nothing changed.

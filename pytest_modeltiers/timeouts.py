@@ -1,22 +1,6 @@
 """Bounding user code in time: a model that hangs fails with "timed out after N s".
 
 PYTEST_DONT_REWRITE
-
-On the main thread of a POSIX process (pytest's usual case, xdist workers included) the bound
-is a real-time interval timer whose signal raises ``ModelTimeoutError`` inside the running
-code, so the session continues cleanly. Elsewhere (a non-main thread, Windows) the code runs in
-a daemon thread that is abandoned when time runs out: the caller still gets the error, but the
-runaway thread keeps its CPU until the process ends. Code blocked inside a C call that never
-returns to Python (a deadlocked kernel) is only interrupted when it returns.
-
-A check's timeout must hold even when the model defeats the signal (it catches
-``BaseException`` in a loop, or sets ``SIGALRM`` to ``SIG_IGN``). ``check_deadline`` therefore
-also arms a watchdog thread, as pytest-timeout's ``thread`` method does: if the check is still
-running ``grace_period(timeout)`` seconds after its deadline (``max(2 s, timeout / 2)``: a check
-that obeys the signal unwinds in milliseconds, and a single slow C call in progress gets half
-the budget again to return), the watchdog calls back, and the caller ends the process (see
-``ModelTiersSession.abort_stuck_check``). The watchdog needs the interpreter lock, so C code
-that holds it forever is out of its reach too.
 """
 
 from __future__ import annotations

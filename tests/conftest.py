@@ -23,8 +23,8 @@ import pytest_modeltiers.checks.tier3
 import pytest_modeltiers.checks.tier3_run
 import pytest_modeltiers.checks.tier4
 import pytest_modeltiers.datasets
+import pytest_modeltiers.hypothesis_profiles
 import pytest_modeltiers.models.loader
-import pytest_modeltiers.profiles
 import pytest_modeltiers.strategies
 import pytest_modeltiers.suites.tier1
 import pytest_modeltiers.suites.tier3

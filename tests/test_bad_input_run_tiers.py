@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pytest_modeltiers.cli import main
-from pytest_modeltiers.run_tiers_config import load_tiers_config
+from pytest_modeltiers.cli.run_tiers_config import load_tiers_config
 
 
 def _config(workdir: Path, data: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pytest_modeltiers.cli import main
-from pytest_modeltiers.cli_train import prepare_job
+from pytest_modeltiers.cli.train import prepare_job
 from pytest_modeltiers.config.task_spec import get_builtin_task
 from pytest_modeltiers.models import memory_estimate
 from pytest_modeltiers.models.adapters import get_adapter

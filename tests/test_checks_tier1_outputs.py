@@ -16,7 +16,6 @@ import torch
 from third_party_models import hf_model
 from torch import nn
 
-from pytest_modeltiers.checks.common import preserved_model
 from pytest_modeltiers.checks.tier1_outputs import (
     check_batch_independence,
     check_input_immutability,
@@ -29,6 +28,7 @@ from pytest_modeltiers.config.task_spec import TaskSpec, get_builtin_task
 from pytest_modeltiers.models.adapters import TaskAdapter, get_adapter
 from pytest_modeltiers.models.batches import make_batch
 from pytest_modeltiers.models.loader import LoadRequest, load_model
+from pytest_modeltiers.models.running import preserved_model
 from pytest_modeltiers.report import CheckStatus
 
 ROOT = Path(__file__).resolve().parent.parent

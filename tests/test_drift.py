@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from pytest_modeltiers.drift.statistics import wasserstein1
 from pytest_modeltiers.monitoring import (
     DriftInputError,
     adjust_p_values,
@@ -27,7 +28,6 @@ from pytest_modeltiers.monitoring import (
     psi_level,
     wasserstein_normalized,
 )
-from pytest_modeltiers.monitoring.drift_stats import wasserstein1
 
 REPS = 200
 Gen = Callable[[np.random.Generator, int], npt.NDArray[np.generic]]

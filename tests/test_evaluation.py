@@ -13,13 +13,13 @@ from torch import nn
 from pytest_modeltiers.config.eval_config import EvalConfig
 from pytest_modeltiers.config.task_spec import get_builtin_task
 from pytest_modeltiers.datasets import make_dataloader, task_dataset
-from pytest_modeltiers.models.adapters import get_adapter
-from pytest_modeltiers.models.loader import LoadRequest, load_model
-from pytest_modeltiers.monitoring.evaluation import (
+from pytest_modeltiers.evaluation.held_out import (
     EvaluationError,
     compute_metrics,
     run_evaluation,
 )
+from pytest_modeltiers.models.adapters import get_adapter
+from pytest_modeltiers.models.loader import LoadRequest, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = ["tiny_gpt", "tiny_encoder_cls", "tiny_seq2seq", "simple_cnn"]

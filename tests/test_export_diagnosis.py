@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from export_support import FIXTURES, model_and_task
 
+from pytest_modeltiers.checks.export_health import ExportHealthChecker
 from pytest_modeltiers.export.formats import ExportError
-from pytest_modeltiers.export.health import ExportHealthChecker
 from pytest_modeltiers.export.signature import build_signature
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ import torch
 from export_support import ALL_FORMATS, EXAMPLES, FIXTURES, exported, loaded, model_and_task
 from torch import nn
 
+from pytest_modeltiers.checks.export_health import ExportHealthChecker, ExportHealthReport
 from pytest_modeltiers.config.task_spec import get_builtin_task
-from pytest_modeltiers.export.health import ExportHealthChecker, ExportHealthReport
 from pytest_modeltiers.report import CheckResult
 
 pytestmark = pytest.mark.usefixtures("exporters_warmed_up")

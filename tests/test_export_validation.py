@@ -12,9 +12,9 @@ from export_support import EXAMPLES, FIXTURES, model_and_task
 from torch import nn
 
 from pytest_modeltiers.checks import tier4
+from pytest_modeltiers.checks.export_validation import run_export_validation, tier4_summary
 from pytest_modeltiers.config.task_spec import get_builtin_task
 from pytest_modeltiers.export.cache import ExportCache
-from pytest_modeltiers.export.validation import run_export_validation, tier4_summary
 from pytest_modeltiers.models.adapters import get_adapter
 from pytest_modeltiers.report import CheckResult
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_modeltiers.checks.common import describe_model_exception, exception_details
+from pytest_modeltiers.models.exceptions import describe_model_exception, exception_details
 
 REPO = Path(__file__).resolve().parents[1]
 FAILURES = REPO / "fixtures" / "failures"

@@ -19,6 +19,7 @@ from pytest_modeltiers.cli import main as cli_main
 from pytest_modeltiers.report import CheckResult, HealthReport, load_schema
 from pytest_modeltiers.report.gate import check_report
 from pytest_modeltiers.session import ModelTiersSession
+from pytest_modeltiers.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 GATE = REPO / "fixtures" / "gate"
@@ -279,7 +280,7 @@ def test_incomplete_markdown_says_so_first_and_lists_what_did_not_run() -> None:
 
 
 def _session(*checks: CheckResult) -> ModelTiersSession:
-    session = ModelTiersSession(values={"modeltiers_fail_under": None}, rootdir=Path("."))
+    session = ModelTiersSession(settings=Settings.from_values({}), rootdir=Path("."))
     session.checks.extend(checks)
     return session
 

@@ -14,19 +14,19 @@ import pytest
 
 from pytest_modeltiers.config.task_spec import get_builtin_task
 from pytest_modeltiers.datasets import task_dataset
+from pytest_modeltiers.drift.distribution import compute_profile
+from pytest_modeltiers.drift.profile_io import profile_to_dict
 from pytest_modeltiers.errors import ConfigError, ModelTiersError
-from pytest_modeltiers.monitoring.metrics_engine import (
+from pytest_modeltiers.evaluation.metrics_engine import (
     Alert,
     AlertRules,
     MetricsEngine,
     RegressionRule,
     ThresholdRule,
 )
-from pytest_modeltiers.monitoring.profile_io import profile_to_dict
-from pytest_modeltiers.monitoring.profiles import compute_profile
-from pytest_modeltiers.monitoring.triggers import RetrainingTriggerManager
 from pytest_modeltiers.store import ExperimentDB, RunNotFoundError, StoreError
 from pytest_modeltiers.store.metric_names import MetricNameError
+from pytest_modeltiers.triggers.manager import RetrainingTriggerManager
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_an_epoch_is_one_transaction(db: ExperimentDB, run: int) -> None:
     assert [a.rule for a in alerts] == ["non_finite"]
     assert math.isnan(db.get_metrics(run, "val/loss")["value"].item())  # stored, as NULL
     stored = db.get_artifacts(run, "alerts")["metadata"].item()
-    assert stored["alerts"][0]["rule"] == "non_finite" and stored["alerts"][0]["value"] is None
+    assert stored["alerts"][0]["rule"] == "non_finite" and math.isnan(stored["alerts"][0]["value"])
 
 
 # -- alerts ----------------------------------------------------------------------------------

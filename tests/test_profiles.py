@@ -11,9 +11,14 @@ import torch
 
 from pytest_modeltiers.config.task_spec import get_builtin_task
 from pytest_modeltiers.datasets import task_dataset
-from pytest_modeltiers.models.loader import LoadedModel, LoadRequest, load_model
-from pytest_modeltiers.monitoring.drift import DEFAULT_ALPHA
-from pytest_modeltiers.monitoring.profile_io import (
+from pytest_modeltiers.drift.distribution import (
+    ProfileError,
+    compare_profiles,
+    compute_profile,
+    numeric_signal,
+    profile_signals,
+)
+from pytest_modeltiers.drift.profile_io import (
     load_profile,
     load_profile_from_db,
     log_profile_to_db,
@@ -22,13 +27,8 @@ from pytest_modeltiers.monitoring.profile_io import (
     resolve_reference_profile,
     save_profile,
 )
-from pytest_modeltiers.monitoring.profiles import (
-    ProfileError,
-    compare_profiles,
-    compute_profile,
-    numeric_signal,
-    profile_signals,
-)
+from pytest_modeltiers.drift.verdicts import DEFAULT_ALPHA
+from pytest_modeltiers.models.loader import LoadedModel, LoadRequest, load_model
 from pytest_modeltiers.store.experiment_db import ExperimentDB
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,13 +11,13 @@ import torch
 from torch import nn
 
 from pytest_modeltiers.datasets import make_dataloader, task_dataset
-from pytest_modeltiers.models.loader import LoadedModel, LoadRequest, load_model
-from pytest_modeltiers.monitoring.evaluation import EvalResult, EvaluationError
-from pytest_modeltiers.monitoring.regression import (
+from pytest_modeltiers.evaluation.held_out import EvalResult, EvaluationError
+from pytest_modeltiers.evaluation.regression import (
     compare_models,
     compare_results,
     paired_bootstrap,
 )
+from pytest_modeltiers.models.loader import LoadedModel, LoadRequest, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 

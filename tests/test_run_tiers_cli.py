@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from pytest_modeltiers import cli_run_tiers
 from pytest_modeltiers.cli import main
+from pytest_modeltiers.cli import run_tiers as cli_run_tiers
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,14 +10,14 @@ import pytest
 
 from pytest_modeltiers.config import TrainingConfig
 from pytest_modeltiers.errors import ConfigError, ModelTiersWarning
-from pytest_modeltiers.training import strategies
-from pytest_modeltiers.training.schedule import LRSchedule, schedule_for
-from pytest_modeltiers.training.strategies import (
+from pytest_modeltiers.training import lightning_strategies
+from pytest_modeltiers.training.lightning_strategies import (
     in_notebook,
     relaunch_blocker,
     resolve_distribution,
     show_progress_bar,
 )
+from pytest_modeltiers.training.schedule import LRSchedule, schedule_for
 
 TORCHRUN = {
     "RANK": "1",
@@ -30,7 +30,7 @@ TORCHRUN = {
 
 @pytest.fixture
 def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(strategies, "_cuda_count", lambda: 0)
+    monkeypatch.setattr(lightning_strategies, "_cuda_count", lambda: 0)
     for name in TORCHRUN:
         monkeypatch.delenv(name, raising=False)
 
@@ -51,7 +51,7 @@ def test_fsdp_without_cuda_falls_back_and_on_one_gpu_warns(
 ) -> None:
     with pytest.warns(ModelTiersWarning, match="'fsdp' shards the model across GPUs"):
         assert resolve_distribution(cfg(strategy="fsdp_native")).strategy == "auto"
-    monkeypatch.setattr(strategies, "_cuda_count", lambda: 1)
+    monkeypatch.setattr(lightning_strategies, "_cuda_count", lambda: 1)
     with pytest.warns(ModelTiersWarning, match="'fsdp' on a single GPU shards nothing"):
         dist = resolve_distribution(cfg(strategy="fsdp", devices=1))
     assert (dist.accelerator, dist.strategy) == ("gpu", "fsdp")
@@ -80,7 +80,7 @@ def test_cpu_refuses_gpu_device_lists_and_gpu_counts_are_checked(
 ) -> None:
     with pytest.raises(ConfigError, match="devices is the number of processes"):
         resolve_distribution(cfg(devices=[0, 1]))
-    monkeypatch.setattr(strategies, "_cuda_count", lambda: 1)
+    monkeypatch.setattr(lightning_strategies, "_cuda_count", lambda: 1)
     with pytest.raises(ConfigError, match="asks for 4 GPUs but 1 are visible"):
         resolve_distribution(cfg(devices=4))
     assert resolve_distribution(cfg(), accelerator="cpu").accelerator == "cpu"

@@ -17,10 +17,10 @@ import pytest
 
 from pytest_modeltiers.checks.tier5 import check_retraining
 from pytest_modeltiers.datasets import task_dataset
+from pytest_modeltiers.drift.distribution import compute_profile
+from pytest_modeltiers.drift.profile_io import save_profile
 from pytest_modeltiers.models.loader import LoadRequest, load_model
-from pytest_modeltiers.monitoring.profile_io import save_profile
-from pytest_modeltiers.monitoring.profiles import compute_profile
-from pytest_modeltiers.monitoring.triggers import (
+from pytest_modeltiers.triggers.manager import (
     DataVolumeTrigger,
     DriftTrigger,
     RetrainingReport,

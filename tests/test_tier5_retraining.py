@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from pytest_modeltiers.datasets import task_dataset
+from pytest_modeltiers.drift.distribution import compute_profile
+from pytest_modeltiers.drift.profile_io import save_profile
 from pytest_modeltiers.models.loader import LoadRequest, load_model
-from pytest_modeltiers.monitoring.profile_io import save_profile
-from pytest_modeltiers.monitoring.profiles import compute_profile
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "example_models"
 ONLY = "-k=test_retraining_triggers"

@@ -11,9 +11,9 @@ import torch
 
 import pytest_modeltiers.suites.tier5  # noqa: F401  (imported once, before in-process runs)
 from pytest_modeltiers.datasets import task_dataset
+from pytest_modeltiers.drift.distribution import compute_profile
+from pytest_modeltiers.drift.profile_io import save_profile
 from pytest_modeltiers.models.loader import LoadedModel, LoadRequest, load_model
-from pytest_modeltiers.monitoring.profile_io import save_profile
-from pytest_modeltiers.monitoring.profiles import compute_profile
 from pytest_modeltiers.store.experiment_db import ExperimentDB
 
 REPO = Path(__file__).resolve().parents[1]

@@ -119,6 +119,26 @@ def test_a_failing_model_is_exit_1(workdir: Path, capsys: pytest.CaptureFixture[
     assert "training failed: NoGradientPathError" in capsys.readouterr().err
 
 
+def test_without_lightning_the_train_extra_is_named(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "lightning" else real_find_spec(name, *args),
+    )
+    config = small(workdir, model_file="example_models/tiny_gpt.py")
+    before = sorted(p.name for p in workdir.iterdir())
+    assert main(["train", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "training needs lightning, which is not installed" in err
+    assert "pip install 'pytest-modeltiers[train]'" in err
+    assert sorted(p.name for p in workdir.iterdir()) == before
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_with_the_ddp_example(workdir: Path) -> None:
     """The README's command: torchrun --nproc_per_node=2 -m pytest_modeltiers.cli train ..."""

@@ -62,7 +62,7 @@ def test_training_run_fails_at_the_nan_step_and_stores_the_diagnosis(
     failure = db.get_params(1)["failure"]
     assert failure["error"] == "NonFiniteTrainingError"
     assert failure["step"] == 3 and failure["epoch"] == 0 and failure["batch"] == 3
-    assert math.isnan(failure["loss"])  # stored as {"$float": "NaN"}, read back as NaN
+    assert math.isnan(failure["loss"])  # stored as "nan", read back as NaN
     assert failure["parameter"] == "emb.weight"
     assert "emb.weight" in failure["message"]
 

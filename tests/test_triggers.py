@@ -12,9 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pytest_modeltiers.drift.verdicts import compare_signals
 from pytest_modeltiers.errors import ConfigError, ModelTiersError
-from pytest_modeltiers.monitoring.drift import compare_signals
-from pytest_modeltiers.monitoring.triggers import (
+from pytest_modeltiers.store.metric_names import MetricNameError, canonical_metric_name
+from pytest_modeltiers.triggers.base import parse_utc
+from pytest_modeltiers.triggers.config import infer_mode
+from pytest_modeltiers.triggers.inputs import build_inputs
+from pytest_modeltiers.triggers.manager import (
     CompositeTrigger,
     DataVolumeTrigger,
     DriftTrigger,
@@ -34,10 +38,6 @@ from pytest_modeltiers.monitoring.triggers import (
     get_conservative_config,
     load_policy,
 )
-from pytest_modeltiers.monitoring.triggers_base import parse_utc
-from pytest_modeltiers.monitoring.triggers_config import infer_mode
-from pytest_modeltiers.monitoring.triggers_inputs import build_inputs
-from pytest_modeltiers.store.metric_names import MetricNameError, canonical_metric_name
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 ROOT = Path(__file__).resolve().parents[1]

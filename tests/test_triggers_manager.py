@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from pytest_modeltiers.errors import ConfigError, ModelTiersWarning
-from pytest_modeltiers.monitoring.triggers import (
+from pytest_modeltiers.store import ExperimentDB
+from pytest_modeltiers.store.model_registry import ModelRegistry
+from pytest_modeltiers.triggers.manager import (
     DriftTrigger,
     RetrainingTriggerManager,
     evaluate_retraining,
     gate_failed,
 )
-from pytest_modeltiers.store import ExperimentDB
-from pytest_modeltiers.store.model_registry import ModelRegistry
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 ROOT = Path(__file__).resolve().parents[1]

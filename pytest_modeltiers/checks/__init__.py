@@ -1,1 +1,4 @@
-"""checks package."""
+"""The tier checks: plain functions that return a ``CheckResult``, one module per tier.
+
+PYTEST_DONT_REWRITE
+"""

@@ -2,51 +2,10 @@
 
 PYTEST_DONT_REWRITE
 
-``check_gradient_flow`` runs one forward in train mode, the adapter's loss (the task's real loss,
-not the old tool's ``logits.mean()`` stand-in) and one backward, then sorts the parameters that
-get no usable gradient into three groups:
-
-- **unused**: no gradient at all; the loss does not reach the parameter (used nowhere in
-  ``forward``, behind ``.detach()`` or ``torch.no_grad()``, or only in a branch not taken);
-- **dead**: a gradient that is exactly zero everywhere (multiplied by zero, a ReLU whose inputs
-  are all negative, a gate stuck shut);
-- **broken**: NaN or Inf in the gradient (``sqrt`` or ``pow`` with a fractional exponent at 0,
-  ``log`` of 0, a division by a zero norm).
-
-Decisions:
-
-- Gradients come from ``torch.autograd.grad(loss, params, allow_unused=True)``, which returns
-  ``None`` for a parameter outside the autograd graph and never touches ``.grad``: the user's
-  accumulated gradients are left exactly as they were (the old tool left its own on the model).
-  Each module's ``training`` flag, the buffers (BatchNorm statistics) and the RNG state are
-  restored too (``preserved_model``).
-- "Dead" means exactly zero. A gradient can be exactly zero for one degenerate input and not in
-  general: with a single token, softmax attention over one key passes no gradient to the query
-  and key projections (a Hugging Face BERT with separate ``query``/``key`` layers shows it), and
-  a mixture-of-experts layer may route no token to one expert. So an unused or dead finding is
-  confirmed on a second, ordinary batch (``reference_batch``, by default ``make_batch`` for the
-  task with at least two samples and the default lengths) and reported only if it holds there
-  too. A NaN/Inf gradient needs no confirmation: a valid input that yields one is a bug.
-- Frozen parameters (``requires_grad=False``) are never flagged. ``expected_unused`` takes
-  fnmatch patterns of parameter names (``"pooler.*"``) for parameters that legitimately get no
-  gradient from this loss; matching ones are exempt from unused/dead (not from broken) and listed
-  in ``details``. The correct Hugging Face models need none: ``GPT2LMHeadModel``,
-  ``BertForSequenceClassification`` (its pooler feeds the classifier),
-  ``T5ForConditionalGeneration`` (only layer 0 has ``relative_attention_bias``) and
-  ``ViTForImageClassification`` (built without a pooler: the head reads the CLS token) all get
-  a gradient for every parameter. A ``ViTModel`` built with its pooler under a custom head that
-  reads the CLS token directly would report ``pooler.*`` as unused: build it with
-  ``add_pooling_layer=False`` or declare ``expected_unused=["*pooler.*"]``.
-- A batch with padding (``attention_mask`` 0 somewhere) is named as padded in every message,
-  with how many positions are padding, and a NaN/Inf gradient on it gets the padding-specific
-  causes: an operation over zeroed or masked pad positions whose forward is finite and whose
-  derivative is not (a hand-written norm of zeroed pad embeddings). The built-in test runs the
-  check on an unpadded and on a padded batch for that reason.
-- A non-finite loss is a failure naming the loss value; per-parameter gradients are not
-  analysed then (every one would be NaN). An exception in forward, loss or backward is a
-  failure naming the stage, the exception and the input. One exception to that: a batch the
-  loss has nothing to score (an LM batch of one token has no next token) says nothing about the
-  model, so the check measures on the reference batch instead and says so in ``details``.
+One forward in train mode, the adapter's real task loss and one backward; parameters that get
+no usable gradient are reported as unused, dead (exactly zero) or broken (NaN/Inf), each
+confirmed on a second, ordinary batch. The user's ``.grad`` and the model's state are left as
+they were.
 """
 
 from __future__ import annotations
@@ -61,15 +20,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_modeltiers.checks.common import (
-    describe_exception,
-    describe_model_exception,
-    exception_details,
-    preserved_model,
-)
 from pytest_modeltiers.errors import AdapterError
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.batches import batch_signature, make_batch
+from pytest_modeltiers.models.exceptions import (
+    describe_exception,
+    describe_model_exception,
+    exception_details,
+)
+from pytest_modeltiers.models.running import preserved_model
 from pytest_modeltiers.report import CheckResult, CheckStatus, jsonable
 
 __all__ = ["GradientReport", "check_gradient_flow", "compute_gradients"]
@@ -228,9 +187,9 @@ def check_gradient_flow(
 ) -> CheckResult:
     """Every trainable parameter gets a gradient that exists, is finite and is not all zero.
 
-    See the module docstring for the groups (unused, dead, broken), how unused/dead findings
-    are confirmed on ``reference_batch``, and ``expected_unused``. The model's modes, buffers,
-    RNG state and ``.grad`` values are as before the call.
+    Unused and dead findings are confirmed on ``reference_batch`` before they are reported,
+    because one degenerate input can zero a gradient that is fine in general. The model's
+    modes, buffers, RNG state and ``.grad`` values are as before the call.
     """
     start = time.perf_counter()
     signature = batch_signature(dict(batch))

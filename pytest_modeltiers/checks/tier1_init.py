@@ -1,51 +1,7 @@
-"""Tier 1 parameter-initialisation check (DESIGN §5 ``test_parameter_initialization``).
+"""Tier 1 parameter-initialisation check (``test_parameter_initialization``): what is wrong
+fails, what is merely unusual warns.
 
 PYTEST_DONT_REWRITE
-
-The upstream helper flagged every LayerNorm (weights all ones: "std 0") and every zero bias,
-produced NaN statistics for one-element parameters, and judged every matrix by a fixed
-``std > 2`` whatever its fan-in. This check separates what is *wrong* from what is merely
-*unusual*:
-
-Failures (``status: failed``):
-
-- a NaN or Inf anywhere in a parameter or a floating-point buffer;
-- a weight matrix (``ndim >= 2``) with ``std > max_std`` (default 2.0). Every standard scheme
-  stays far below: ``nn.Embedding`` draws N(0, 1) (std 1.0), ``nn.Linear``/``nn.Conv*`` draw
-  U(±1/sqrt(fan_in)) (std <= 0.58), Hugging Face models N(0, 0.02);
-- a weight that multiplies its input (``nn.Linear``, ``nn.Conv*``, ``nn.MultiheadAttention``
-  projections, Hugging Face ``Conv1D``) with a *gain* ``std * sqrt(fan_in) > max_gain``
-  (default 100). For unit-variance inputs the gain is the std of the layer's output, so it says
-  how much the layer amplifies activations. Variance-preserving schemes keep it near 1 (the
-  largest recommended gain, ``nn.init.calculate_gain("tanh")``, is 5/3; default ``nn.Linear``
-  gives 0.58). 100 sits above the largest gain a mainstream model is initialised with on
-  purpose: T5's untied output head (T5 v1.1, Flan-T5, mT5) is drawn with std 1.0, a gain of
-  ``sqrt(d_model)``, at most about 68. Above it, three stacked layers overflow float16.
-
-Warnings (``status: warning``), because each has a legitimate use and a real bug behind it is
-caught by other checks (a matrix that never learns fails ``test_gradient_flow``):
-
-- an all-zero matrix (LoRA's ``B``, zero-initialised residual projections, learned positions);
-- a constant non-zero matrix (every unit identical, so symmetry is never broken; fine for a
-  frozen fixed kernel);
-- a gain above ``warn_gain`` (default 10): fine for an output head that feeds nothing (T5's),
-  a bug anywhere else (``torch.randn`` weights without the ``1/sqrt(fan_in)`` scale);
-- a tiny spread: gain below ``min_gain`` (default 1e-2: the layer shrinks activations 100x),
-  or, for matrices without a fan-in (embeddings, raw parameters), ``std < min_std`` (1e-3);
-- a mean large against the spread: ``|mean| > max_mean_ratio * std`` (default 1.0), judged only
-  for matrices of 16 or more values. For N(0, s) weights ``|mean| / std`` is about
-  ``1 / sqrt(numel)``, so a ratio of 1 is > 4 standard errors out at 16 values; the classic
-  cause is ``torch.rand`` (uniform on [0, 1), ratio 1.7) where ``torch.randn`` was meant.
-
-Exempt from spread and statistics rules (still checked for NaN/Inf): parameters with fewer than
-two dimensions (biases, scales, layer-scale vectors, scalars) and every parameter of a
-normalisation module (``LayerNorm``, ``BatchNorm*``, ``GroupNorm``, ``InstanceNorm*``,
-``RMSNorm``, or any module class whose name contains ``Norm`` such as ``T5LayerNorm``), and
-parameters matched by the ``exempt`` glob patterns. Embeddings (``nn.Embedding``,
-``nn.EmbeddingBag``) are lookups, not products, so only ``max_std`` applies to them; so do
-``nn.Bilinear`` and recurrent weights, whose default inits are not scaled by fan-in.
-Statistics use the population std (``correction=0``), so a one-element parameter gives 0,
-never NaN.
 """
 
 from __future__ import annotations
@@ -203,7 +159,7 @@ def check_parameter_initialization(
 
     ``exempt`` holds ``fnmatch`` patterns of parameter names (``"*.lora_B.weight"``) excluded
     from the spread and statistics rules, for deliberate choices that would otherwise warn; NaN
-    and Inf are never exempt. Thresholds are documented in the module docstring. Read-only:
+    and Inf are never exempt. Read-only:
     nothing on the model changes.
     """
     start = time.perf_counter()

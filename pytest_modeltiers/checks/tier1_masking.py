@@ -1,38 +1,9 @@
-"""Tier 1 masking checks: causal masking and padding invariance (DESIGN §5).
+"""Tier 1 masking checks: causal masking and padding invariance.
 
 PYTEST_DONT_REWRITE
 
-Both checks are *differential*: run the model twice in eval mode on two inputs that a correctly
-masked model cannot tell apart at the positions we look at, and compare those outputs with a
-tolerance. That catches any leak, whatever its mechanism (a missing or off-by-one attention mask,
-a pooling or normalisation that reads padding, positions counted from the end), without knowing
-how the model is written.
-
-- ``check_causal_masking``: change every token *after* ``position`` (to different ids, chosen
-  deterministically) and require the outputs at positions ``0..position`` to stay the same. For
-  decoder LMs that is ``input_ids``; for seq2seq models it is the decoder side: the adapter
-  builds ``decoder_input_ids = shift_right(labels)``, so changing ``labels[:, position:]``
-  changes ``decoder_input_ids[:, position + 1:]`` and must leave decoder logits ``0..position``
-  unchanged. The message names the *first* leaking position (the smallest ``j <= position``
-  whose output changed): for a model with no mask at all that is 0; for an off-by-one mask that
-  lets ``t`` see ``t + 1`` it is ``position`` itself.
-- ``check_padding_invariance``: append ``pad`` padding positions on the right (the task's
-  ``pad_token_id``, else 0, with ``attention_mask`` 0) and require the outputs at real positions
-  (LM), the decoder outputs (seq2seq, whose encoder side is padded), or the pooled logits
-  (classification) to stay the same. It applies to models whose ``forward`` receives
-  ``attention_mask`` (read from the adapter's call plan); without one a model cannot tell
-  padding from tokens, so the check is skipped with that reason.
-
-Both compare two forwards, so a model whose outputs change between identical calls (dropout left
-on in eval) would look like a leak. When they find a difference they run the unchanged input
-again first, and such a model fails with "outputs are not deterministic (see
-test_output_stability)" instead of a wrong diagnosis.
-
-Tolerance: an element differs when ``|a - b| > atol + rtol * |b|`` (``torch.isclose``), with
-``atol = rtol = 1e-4`` by default. Two float32 forward passes over different sequence lengths
-take different kernel paths, whose rounding differs by ~1e-6 relative on these sizes; 1e-4 gives
-two orders of magnitude of headroom while a real leak moves logits by ~1e-2 or more. Only
-positions with ``attention_mask == 1`` are compared: outputs at padded positions are undefined.
+Both checks are differential: two inputs that a correctly masked model cannot tell apart at
+the positions compared must give the same outputs there, whatever the masking mechanism.
 """
 
 from __future__ import annotations
@@ -43,18 +14,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_modeltiers.checks.common import (
-    describe_model_exception,
-    elapsed,
-    exception_details,
+from pytest_modeltiers.checks.tier1_outputs import not_deterministic_message, repeat_difference
+from pytest_modeltiers.models.adapters import TaskAdapter
+from pytest_modeltiers.models.batches import batch_signature
+from pytest_modeltiers.models.exceptions import describe_model_exception, exception_details
+from pytest_modeltiers.models.running import (
     forward_logits,
     model_device,
     preserved_model,
     to_device,
 )
-from pytest_modeltiers.checks.tier1_outputs import not_deterministic_message, repeat_difference
-from pytest_modeltiers.models.adapters import TaskAdapter
-from pytest_modeltiers.models.batches import batch_signature
+from pytest_modeltiers.models.timing import elapsed
 from pytest_modeltiers.report import CheckResult
 
 __all__ = ["check_causal_masking", "check_padding_invariance", "takes_attention_mask"]

@@ -2,32 +2,9 @@
 
 PYTEST_DONT_REWRITE
 
-Each check is a plain function that runs the model through its ``TaskAdapter`` on one batch (or
-a few) and returns a ``CheckResult`` named after its built-in test (DESIGN §5). The suite draws
-the inputs with Hypothesis and asserts ``result.ok``, so a failing result's message is what a
-user reads: it says what is wrong, for which input (``batch_signature``), where, and the likely
-cause.
-
-Rules every check here follows:
-
-- The model is left as it was found: each module's ``training`` flag, its buffers (a train-mode
-  forward updates BatchNorm statistics) and the global RNG state (dropout draws from it) are
-  restored by ``preserved_model``. Eval forwards run under ``torch.no_grad()``.
-- An exception raised by the model (or by the adapter reading its output) is a *failure* that
-  names the exception and the input shape, never a silent pass and never a bare traceback.
-  Only ``Exception`` is caught: ``CheckTimeout`` and ``KeyboardInterrupt`` pass through.
-- Outputs are compared on the logits only (``adapter.get_logits(..., batch=batch)``), so
-  Hugging Face outputs carrying caches and hidden states, and per-token classifier outputs
-  (mean-pooled over real tokens by the adapter), are handled like plain tensors.
-- Float comparisons use ``|a - b| <= atol + rtol * |b|`` with ``atol = rtol = 1e-4`` by default:
-  wide enough for float32 batched-kernel rounding (a different batch size may pick a different
-  matmul/attention kernel; observed differences are ~1e-6), far below the differences a real bug
-  makes (dropout left on, samples mixed: ~1e-1). The maximum difference and the tolerance are
-  always reported in ``details``.
-- A check that compares two forwards (batch independence here, causal masking and padding
-  invariance in ``tier1_masking``) runs the unchanged input twice more when it finds a
-  difference (``repeat_difference``); a model that disagrees with itself fails with
-  "outputs are not deterministic (see test_output_stability)", not with the compared property.
+Each check runs the model through its ``TaskAdapter`` and returns the ``CheckResult`` of its
+built-in test; the message is what a user reads, so it names what is wrong, for which input,
+and the likely cause. The model is left as it was found (``preserved_model``).
 """
 
 from __future__ import annotations
@@ -40,23 +17,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_modeltiers.checks.common import (
-    describe_exception,
-    describe_model_exception,
-    elapsed,
-    exception_details,
-    forward_logits,
-    preserved_model,
-    unravel_index,
-)
 from pytest_modeltiers.errors import AdapterError
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.batches import (
     batch_signature,
-    require_num_classes,
-    require_vocab_size,
+)
+from pytest_modeltiers.models.exceptions import (
+    describe_exception,
+    describe_model_exception,
+    exception_details,
 )
 from pytest_modeltiers.models.outputs import describe_output
+from pytest_modeltiers.models.running import (
+    expected_logits_shape,
+    forward_logits,
+    preserved_model,
+    unravel_index,
+)
+from pytest_modeltiers.models.timing import elapsed
 from pytest_modeltiers.report import CheckResult
 
 __all__ = [
@@ -81,7 +59,8 @@ __all__ = [
 TIER = 1
 Batch = Mapping[str, Any]
 
-#: Default tolerances of eval-mode comparisons (see the module docstring).
+#: Default tolerances of eval-mode comparisons: wide enough for float32 kernel rounding
+#: (~1e-6), far below what a real bug moves (~1e-1).
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-4
 
@@ -157,28 +136,6 @@ def _layout(adapter: TaskAdapter) -> str:
         "seq2seq": "[B,T_dec,V]",
         "vision": "[B,C]",
     }.get(adapter.task.family, "?")
-
-
-def expected_logits_shape(adapter: TaskAdapter, batch: Batch) -> list[int]:
-    """The logits shape the task contract requires for ``batch``.
-
-    LM ``[B,T,V]`` (T of ``input_ids``), classification ``[B,C]``, seq2seq ``[B,T_dec,V]`` (T_dec
-    of the decoder inputs the adapter derives from the labels), vision ``[B,C]``; V is the
-    task's output vocabulary (``output_schema.vocab_size``, else ``vocab_size``) and C its
-    ``num_classes``. A task missing V or C raises ``AdapterError`` saying how to set it.
-    """
-    task = adapter.task
-    prepared = adapter.prepare_inputs(dict(batch), task)
-    primary = prepared[adapter.primary_input]
-    batch_size = int(primary.shape[0])
-    family = task.family
-    if family in ("lm", "seq2seq"):
-        out_vocab = task.output_schema.get("vocab_size")
-        vocab = int(out_vocab) if out_vocab is not None else require_vocab_size(task)
-        if family == "lm":
-            return [batch_size, int(primary.shape[1]), vocab]
-        return [batch_size, int(prepared["decoder_input_ids"].shape[1]), vocab]
-    return [batch_size, require_num_classes(task)]
 
 
 def _failed(name: str, message: str, details: dict[str, Any], start: float) -> CheckResult:
@@ -452,7 +409,7 @@ def check_output_stability(
     2. *Explosion*: ``max |logit| > explode_bound`` fails, as do non-finite logits.
     3. *Collapse*: the spread of the outputs *across distinct inputs* is compared with the spread
        *within* one output vector (the std over its V or C logits). A correct untrained model
-       has small logits, so an absolute std threshold (the old tool's 0.01) cries wolf; the
+       has small logits, so an absolute std threshold (such as 0.01) cries wolf; the
        ratio does not depend on scale. Per-position outputs (LM, seq2seq) are compared at the
        same position across inputs, over real positions only (mask 1), since position alone
        legitimately changes an output. ``across <= collapse_ratio * within`` fails. Outputs that

@@ -1,64 +1,9 @@
-"""Tier 1 resource checks: memory footprint, memory retention and inference speed (DESIGN §5).
+"""Tier 1 resource checks: memory footprint, memory retention and inference speed.
 
 PYTEST_DONT_REWRITE
 
-The footprint and speed checks measure and report; they fail only over a budget the user sets,
-because what is "too big" or "too slow" depends on the deployment, not on the model. Memory
-retention needs no budget: memory that grows with every call is a bug whatever the budget.
-
-``check_memory_footprint`` reports:
-
-- ``param_bytes`` / ``buffer_bytes``: exact, ``numel * element_size`` of each distinct
-  parameter and buffer (tied weights counted once);
-- ``peak_activation_bytes``: the most memory held at once by tensors *created during* one eval
-  forward pass under ``no_grad`` on the given batch (parameters, buffers and the input batch
-  are not included). Measured, never estimated:
-
-  * on CUDA, with the caching allocator's own counters: ``torch.cuda.max_memory_allocated``
-    after ``reset_peak_memory_stats``, minus what was allocated before the pass (after one
-    warm-up pass, so one-off workspaces such as cuBLAS handles are not counted);
-  * elsewhere (CPU), by watching every operator call with a ``TorchDispatchMode``: each output
-    whose storage is new (not the storage of one of the operator's inputs, so views and
-    in-place results are not counted twice) adds its ``nbytes`` to the live total, and a weak
-    reference on the storage subtracts them when the storage is freed. The peak of that total
-    is the peak activation memory. Scratch buffers that a single fused kernel allocates and
-    frees internally are invisible to it, so it is a tight lower bound of what the allocator
-    sees; unlike RSS deltas (the upstream tool's method, noisy and often <= 0) it is exact
-    for every tensor the model materialises and does not depend on the allocator's caching.
-
-  ``budget_mb`` (mebibytes, 2**20 bytes) bounds the total: parameters + buffers + peak
-  activations.
-
-``check_memory_retention`` repeats what a training or serving process does many times (a
-train-mode forward, the adapter's loss and a backward, then an eval forward under ``no_grad``)
-and requires the memory kept alive between calls to stay flat:
-
-- after ``warmup`` calls (default 2: one-off allocations such as lazily built caches,
-  autograd's accumulators, cuBLAS workspaces happen in the first), it takes a snapshot, runs
-  ``calls`` more (default 2) in two halves and takes a snapshot after each half. Each snapshot
-  counts the live tensors and the bytes of their distinct storages, after a garbage
-  collection, from ``gc.get_objects()``: the objects the collector tracks outside the frozen
-  heap (the plugin freezes torch and the loaded models at session start; elsewhere the check
-  freezes what exists for its own duration), about a thousand objects and 0.1 ms. On CUDA it
-  also reads ``torch.cuda.memory_allocated``;
-- it fails when a measure grows in *both* halves: a leak grows with every call, while a cache
-  or buffer created once late (or replaced by one of the same size every call, such as a last
-  hidden state kept for inspection) does not grow twice. BatchNorm statistics are updated in
-  place, LSTM state is not kept, and the ``.grad`` of parameters is never touched (gradients
-  come from ``torch.autograd.grad``), so correct models measure exactly 0 growth;
-- the message gives the growth per call (tensors, bytes, allocator bytes) and, where it can
-  find one, what holds the new tensors (a module-level list, an attribute of a submodule).
-
-A bounded cache still filling after the warm-up (a history of the last 100 activations) grows
-in both halves too; raise ``warmup`` past its bound. Tensors held only by C++ code, with no
-Python object (a graph's saved tensors), are invisible to the count; on CUDA the allocator's
-counter sees them.
-
-``check_inference_speed`` runs ``warmup`` untimed forwards, then ``iterations`` timed ones
-(``time.perf_counter`` around each, with ``torch.cuda.synchronize`` on CUDA), in eval mode under
-``no_grad``; it reports median, p95 (linear interpolation), mean, min and max latency in ms and
-throughput (samples per second at the median latency). ``budget_ms`` bounds the median, which,
-unlike the mean or the max, one scheduling hiccup on a shared CI runner does not move.
+The footprint and speed checks measure and report, and fail only over a budget the user
+sets; memory that grows with every call fails whatever the budget.
 """
 
 from __future__ import annotations
@@ -79,17 +24,11 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from pytest_modeltiers.checks.common import (
-    describe_model_exception,
-    elapsed,
-    exception_details,
-    model_device,
-    preserved_model,
-    to_device,
-)
-from pytest_modeltiers.export.latency import percentile
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.batches import batch_signature
+from pytest_modeltiers.models.exceptions import describe_model_exception, exception_details
+from pytest_modeltiers.models.running import model_device, preserved_model, to_device
+from pytest_modeltiers.models.timing import elapsed, percentile
 from pytest_modeltiers.report import CheckResult
 
 __all__ = [
@@ -236,7 +175,7 @@ def check_memory_footprint(
     """Parameter, buffer and measured peak activation memory of one forward on ``batch``.
 
     Passes with the numbers unless ``budget_mb`` is set and the total (parameters + buffers +
-    peak activations) exceeds it. See the module docstring for how the peak is measured.
+    peak activations) exceeds it.
     """
     start = time.perf_counter()
     if budget_mb is not None and not budget_mb > 0:

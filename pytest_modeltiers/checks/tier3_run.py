@@ -2,34 +2,10 @@
 
 PYTEST_DONT_REWRITE
 
-The sanity checks (``tier3_training``) show that the model *can* train on a few batches; this
-one shows that the real training path works end to end: Lightning, the adapter, the learning
-rate schedule, the experiment database and the checkpoints. It passes when
-
-1. the run finishes (an exception from the model, the adapter or the run is a failure that
-   names it; a non-finite loss or gradient stops the run at that step, and the failure names
-   the step, the loss and the first parameter with a non-finite gradient, stored with the
-   failed run in the experiment database);
-2. the validation loss after training is finite and lower than before training (the shipped
-   data is learnable, so a model that trains at all lowers it in a couple of epochs);
-3. the experiment database holds the run, marked completed, with ``val/loss`` for every epoch
-   (or ``train/loss`` when there is no validation data);
-4. the best checkpoint loads with ``torch.load(path, weights_only=True)`` and holds exactly the
-   model's ``state_dict`` keys.
-
-The run is executed once per session (the ``training_run`` fixture) by ``execute_training_run``,
-which never raises: it returns a ``TrainingOutcome`` with either the results or the exception,
-so the check, not the fixture, reports the failure. ``short_run_config`` derives the run's
-settings from the session's ``training_config``: 2 epochs over 128 training and 64 validation
-examples, batch size 16, AdamW at 3e-3 with a 10 % warm-up, full precision, one process, a
-checkpoint every epoch, no early stopping. The learning rate is the one setting chosen for the
-check rather than taken from ``training_config`` (whose default 5e-5 is meant for long runs of
-large models): it lowers the example models' validation loss in those 16 steps. Override the
-``training_run_config`` fixture to change any of it.
-
-The run's files go to a temporary run directory; when the experiment database lives
-elsewhere (``--experiment-db``), the checkpoints it records are copied next to it, so a
-baseline recorded here outlives pytest's temporary folders.
+The sanity checks show that the model can train on a few batches; this one shows that the
+real training path (Lightning, the adapter, the schedule, the experiment database, the
+checkpoints) works end to end. The run happens once per session (the ``training_run``
+fixture) and never raises: the check reports the failure.
 """
 
 from __future__ import annotations
@@ -43,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_modeltiers.checks.common import (
+from pytest_modeltiers.errors import ModelTiersError
+from pytest_modeltiers.models.exceptions import (
     describe_exception,
     describe_model_exception,
     exception_details,
 )
-from pytest_modeltiers.errors import ModelTiersError
 from pytest_modeltiers.report import CheckResult, CheckStatus, jsonable
 from pytest_modeltiers.training.results import TrainingResults
 
@@ -101,7 +77,7 @@ class TrainingOutcome:
 
 
 def short_run_config(config: TrainingConfig) -> TrainingConfig:
-    """``config`` with the short run's settings (see the module docstring)."""
+    """``config`` with the short run's settings: small enough for a test, long enough to learn."""
     return dataclasses.replace(
         config,
         epochs=RUN_EPOCHS,
@@ -214,7 +190,7 @@ _NOT_LEARNING = (
 
 
 def check_training_run(outcome: TrainingOutcome) -> CheckResult:
-    """Judge one run (see the module docstring); a ``CheckResult`` for ``test_training_run``."""
+    """Judge one run; a ``CheckResult`` for ``test_training_run``."""
     start = time.perf_counter()
     details: dict[str, Any] = {"run": outcome.config, "db_path": outcome.db_path}
     if outcome.results is None:

@@ -2,50 +2,9 @@
 
 PYTEST_DONT_REWRITE
 
-Four checks, each a plain function returning a ``CheckResult`` named after its built-in test
-(DESIGN §5), each running a few optimizer steps of ``training.lean_loop.LeanLoop`` over the
-adapter's real task loss:
-
-- ``check_overfit_single_batch``: the loss on one fixed batch falls to at most half its first
-  value within ``max_steps`` AdamW steps (lr 1e-2 by default; the check stops as soon as it
-  does). A model that cannot fit 4 examples cannot learn a dataset: the usual causes are an
-  output detached from the parameters, frozen parameters, or a bug in the loss path.
-- ``check_gradient_accumulation_equivalence``: ``k`` equal micro-batches with accumulation give
-  the same update as one step on the whole batch. Measured with one SGD step at lr 1 (the update
-  *is* minus the gradient, so nothing hides it) and compared per parameter tensor with
-  ``|Δ_acc - Δ_full| <= atol + rtol * max|Δ_full|``. The tolerance is relative to the tensor's
-  largest update rather than to each element, because float32 rounding of a sum scales with the
-  magnitude of the terms summed, not with their (possibly cancelling) result. Defaults
-  ``rtol = 1e-4, atol = 1e-6``, pytest-torch's grad_accumulation defaults (peers.md §5); the
-  bugs this catches (examples mixed across the batch, a loss that depends on the batch size)
-  give relative differences of order 1e-2 to 1.
-- ``check_resume_equivalence``: ``N`` steps straight equal ``k`` steps, a checkpoint written
-  with ``torch.save`` and read back with ``weights_only=True``, a *fresh* model (from the
-  factory, else a copy of the untouched model) and optimizer loaded from it, and ``N - k`` more
-  steps. Losses and final parameters must agree within ``rtol = 1e-5, atol = 1e-6``
-  (pytest-torch's training_resume defaults, peers.md §5; on CPU a correct resume is in fact
-  bit-exact). The RNG is reseeded differently before the reload, so a state the checkpoint
-  does not restore shows up. When the reloaded model's train-mode output already differs from
-  the original's before any further step, the message says the model keeps state outside its
-  ``state_dict()``.
-- ``check_seed_reproducibility``: two models built from the factory under the same seed have the
-  same initial weights, and two runs from the same seed give the same losses and the same
-  final parameters. Exactly, by default: on one device in one process, seeded torch, Python and
-  NumPy generators leave nothing to chance, so any difference is randomness the seed does not
-  reach. Pass ``atol`` for CUDA models that use nondeterministic kernels on purpose. The
-  training runs start from copies of one built model, so randomness at construction (weights
-  drawn from a generator seeded with the clock) shows only in the builds: without a
-  ``factory`` it is not checked, and the details say so.
-
-Rules every check follows:
-
-- The user's model is never trained: each run trains a ``copy.deepcopy`` (its ``.grad`` cleared).
-  Global RNG states (torch CPU and CUDA, Python ``random``, NumPy) are restored afterwards.
-- All runs are in train mode (the mode that training uses), so dropout is active, except where
-  ``check_gradient_accumulation_equivalence`` must switch randomness off (its docstring says
-  how).
-- An exception in forward, loss, backward or the optimizer step is a failure naming the stage
-  and the exception, never a crash.
+Each check runs a few optimizer steps of ``training.lean_loop.LeanLoop`` over the adapter's
+real task loss, on a copy of the user's model, and returns the ``CheckResult`` of its built-in
+test.
 """
 
 from __future__ import annotations
@@ -61,13 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_modeltiers.checks.common import (
+from pytest_modeltiers.models.adapters import TaskAdapter
+from pytest_modeltiers.models.batches import batch_signature
+from pytest_modeltiers.models.exceptions import (
     describe_exception,
     describe_model_exception,
     exception_details,
 )
-from pytest_modeltiers.models.adapters import TaskAdapter
-from pytest_modeltiers.models.batches import batch_signature
 from pytest_modeltiers.report import CheckResult, CheckStatus, jsonable
 from pytest_modeltiers.training.lean_loop import (
     CHECKPOINT_PARTS,
@@ -107,11 +66,11 @@ OVERFIT_MAX_STEPS = 100
 OVERFIT_LR = 1e-2
 OVERFIT_TARGET_RATIO = 0.5
 
-#: pytest-torch's grad_accumulation tolerances (peers.md §5), relative to each tensor's scale.
+#: pytest-torch's grad_accumulation tolerances, relative to each tensor's scale.
 ACCUMULATION_RTOL = 1e-4
 ACCUMULATION_ATOL = 1e-6
 
-#: pytest-torch's training_resume tolerances (peers.md §5).
+#: pytest-torch's training_resume tolerances.
 RESUME_RTOL = 1e-5
 RESUME_ATOL = 1e-6
 

@@ -24,18 +24,17 @@ from typing import Any
 
 import torch
 
-from pytest_modeltiers.checks.common import (
-    describe_exception,
-    describe_model_exception,
-    elapsed,
-    exception_details,
-)
 from pytest_modeltiers.export.cache import ExportOutcome
 from pytest_modeltiers.export.formats import ArtifactError, ExportError
-from pytest_modeltiers.export.latency import time_interleaved
 from pytest_modeltiers.export.parity import compare_outputs
 from pytest_modeltiers.export.signature import ExportSignature
 from pytest_modeltiers.export.tolerances import Tolerance
+from pytest_modeltiers.models.exceptions import (
+    describe_exception,
+    describe_model_exception,
+    exception_details,
+)
+from pytest_modeltiers.models.timing import elapsed, time_interleaved
 from pytest_modeltiers.report import CheckResult
 
 __all__ = [

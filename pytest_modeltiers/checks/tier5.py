@@ -2,27 +2,9 @@
 
 PYTEST_DONT_REWRITE
 
-Each function turns a finished evaluation, comparison or drift report into the ``CheckResult``
-of its built-in test (DESIGN section 5), so the suite, the CLI and users' own tests decide the
-same way:
-
-- ``check_eval_metrics``: every metric of the held-out evaluation is finite (a NaN loss means
-  NaN or infinite logits somewhere in the data).
-- ``check_baseline_regression``: fails when the primary metric regressed (worse beyond the
-  relative tolerance *and* the paired bootstrap interval excludes zero); a warning when only
-  another metric regressed.
-- ``check_drift`` (``test_input_drift``, ``test_prediction_drift``): fails when the dataset
-  drifts (the drifted share of the evaluated signals reaches ``drift_share``, 0.5); a warning
-  when some signals drift but fewer; skipped with the reasons when every signal was skipped
-  (too few observations): no evidence is not a pass.
-- ``check_retraining`` (``test_retraining_triggers``): fails when the retraining report's
-  severity reaches its gate (default ``critical``); a warning when triggers fired below the
-  gate; skipped when no trigger had its data ("could not decide"); passed when some triggers
-  were evaluated and none fired, naming the ones that could not be ("pass only on what was
-  judged"). With ``require_data`` any trigger without data fails it.
-- ``check_missing_input``: the verdict of a check whose input is absent: skipped with the reason
-  and ``details["no_data"]`` (the health report counts these apart), or failed when the user
-  required the input (``--modeltiers-require``), naming the option to pass.
+Each function turns a finished evaluation, comparison, drift report or retraining report into
+the ``CheckResult`` of its built-in test, so the suite, the CLI and users' own tests decide the
+same way. No evidence is never a pass: a check without its input is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -34,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 from pytest_modeltiers.report import CheckResult
 
 if TYPE_CHECKING:
-    from pytest_modeltiers.monitoring.drift import DriftReport
-    from pytest_modeltiers.monitoring.evaluation import EvalResult
-    from pytest_modeltiers.monitoring.regression import ComparisonResult
-    from pytest_modeltiers.monitoring.triggers_base import TriggerDetail
-    from pytest_modeltiers.monitoring.triggers_report import RetrainingReport
+    from pytest_modeltiers.drift.verdicts import DriftReport
+    from pytest_modeltiers.evaluation.held_out import EvalResult
+    from pytest_modeltiers.evaluation.regression import ComparisonResult
+    from pytest_modeltiers.triggers.base import TriggerDetail
+    from pytest_modeltiers.triggers.report import RetrainingReport
 
 __all__ = [
     "check_baseline_regression",

@@ -2,20 +2,9 @@
 
 PYTEST_DONT_REWRITE
 
-Each ``with_*`` method groups the fields of one concern, validates the values it is given
-right away (so a bad learning rate fails on the line that sets it, not at ``build()``), and
-returns a new builder: the original is never changed, so a preset builder can be shared and
-branched safely. ``build()`` then validates the whole config.
-
-The field rules are the ones ``TrainingConfig.validate()`` uses (``FIELD_RULES``), so early and
-final validation cannot disagree. Differences from the upstream builder, on purpose:
-
-- ``with_scheduler`` sets real ``TrainingConfig`` fields (upstream it set a key that made
-  ``build()`` fail with TypeError).
-- ``with_hardware(compile_mode=None)`` turns compilation off (upstream None could not be set).
-- Setting either ``gradient_accumulation_steps`` (``with_optimizer``) or
-  ``accumulate_grad_batches`` (``with_hardware``) sets both, so presets never disagree.
-- An unknown keyword raises ``ConfigError`` naming the closest parameter of that method.
+Each ``with_*`` method validates what it is given right away and returns a new builder, so a
+preset builder can be shared and branched safely; ``build()`` validates the whole config with
+the same field rules.
 """
 
 from __future__ import annotations
@@ -65,7 +54,7 @@ def _user_stacklevel() -> int:
 
 _ACCUMULATION: tuple[str, str] = ("gradient_accumulation_steps", "accumulate_grad_batches")
 
-#: Values every upstream preset sets.
+#: Values every preset sets.
 _PRESET_COMMON: dict[str, Any] = {
     "weight_decay": 0.01,
     "max_grad_norm": 1.0,
@@ -198,15 +187,15 @@ _PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-#: The preset classmethods, in the upstream order.
+#: The preset classmethods, in the order they are documented.
 PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
 
 
 class TrainingConfigBuilder:
-    """Immutable fluent builder for ``TrainingConfig`` (see the module docstring).
+    """Immutable fluent builder for ``TrainingConfig``.
 
     ``TrainingConfigBuilder(**fields)`` starts from explicit field values; the presets start
-    from the upstream values. Fields never set keep the ``TrainingConfig`` defaults.
+    from their documented values. Fields never set keep the ``TrainingConfig`` defaults.
     """
 
     __slots__ = ("_values",)

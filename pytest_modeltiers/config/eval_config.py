@@ -2,8 +2,8 @@
 
 PYTEST_DONT_REWRITE
 
-``EvalConfig`` is frozen: the upstream code attached attributes to it ad hoc
-(``training_config``, ``run_name``), which hid what an evaluation actually depended on.
+``EvalConfig`` is frozen, so everything an evaluation depends on is one of its fields
+(attributes attached ad hoc would hide it).
 ``build_task_spec`` and ``build_eval_config`` take their sequence length (and vocabulary, when
 the training config sets one) from the ``TrainingConfig``, so the task, the evaluation and the
 model never disagree about input sizes.

@@ -2,10 +2,9 @@
 
 PYTEST_DONT_REWRITE
 
-``build_configs_for_mode`` replaces the upstream notebook presets. The upstream version left the
-task's ``vocab_size`` at 50257 whatever the mode set, so dummy inputs could exceed a small
-model's vocabulary; here the task is derived from the training config (``build_task_spec``), so
-vocabulary and sequence length always agree.
+The task is derived from the training config (``build_task_spec``), so vocabulary and
+sequence length always agree: a task left at another vocabulary would feed a small model
+out-of-range token ids.
 """
 
 from __future__ import annotations

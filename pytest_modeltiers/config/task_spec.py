@@ -1,24 +1,6 @@
 """``TaskSpec``: what a model is asked to do, and the four built-in tasks.
 
 PYTEST_DONT_REWRITE
-
-A ``TaskSpec`` tells the adapters which inputs to build, which loss to use and what shapes to
-expect. It is immutable and validated when it is created, because a wrong task (a vision model
-given a text task, a classifier without ``num_classes``) otherwise surfaces much later as a
-shape error deep inside a check. Its mappings are read-only dicts (``ReadOnlyDict``), so they
-still serialise with ``json`` and pickle for DataLoader workers, but nobody can change a task
-that a check has already used.
-
-Decisions worth knowing:
-
-- ``vocab_size`` is optional. A built-in task never invents one (the upstream helpers' silent
-  ``50257`` made dummy inputs exceed a small model's vocabulary); it is read from the model's
-  input embedding later, or set with ``with_vocab_size``.
-- ``modality`` may be left empty; it is then derived from ``task_type``.
-- In the preprocessing config a scalar ``mean``/``std`` is expanded to one value per channel, so
-  consumers always see a tuple.
-- In ``merged`` a nested value of ``None`` removes that key (for example
-  ``{"input_schema": {"vocab_size": None}}`` goes back to "read it from the model").
 """
 
 from __future__ import annotations
@@ -42,6 +24,7 @@ from pytest_modeltiers.config._util import (
 )
 from pytest_modeltiers.config.limits import LIMITS
 from pytest_modeltiers.errors import TaskSpecError
+from pytest_modeltiers.jsonio import dumps
 
 __all__ = [
     "INPUT_SCHEMA_KEYS",
@@ -64,7 +47,7 @@ TASK_TYPES: tuple[str, ...] = (
     "seq2seq",
     "vision_classification",
 )
-#: Named by the upstream helpers but never implemented there; refused with a clear message.
+#: Task types with a name but no implementation; refused with a clear message.
 _UNIMPLEMENTED_TASK_TYPES: tuple[str, ...] = ("vision_multilabel", "audio", "tabular")
 MODALITIES: tuple[str, ...] = ("text", "vision")
 _UNIMPLEMENTED_MODALITIES: tuple[str, ...] = ("audio", "tabular")
@@ -226,7 +209,7 @@ class _Checker:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """An immutable, validated description of a task (see the module docstring).
+    """An immutable, validated description of a task.
 
     ``name`` and ``task_type`` may be passed positionally; everything else is keyword-only.
     Lists are stored as tuples and mappings as ``ReadOnlyDict``. Invalid values raise
@@ -453,7 +436,7 @@ class TaskSpec:
 
     @property
     def task_name(self) -> str:
-        """Alias of ``name`` (the upstream helpers used both)."""
+        """Alias of ``name``, for configs that spell it this way."""
         return self.name
 
     @property
@@ -590,7 +573,7 @@ class TaskSpec:
         return cls(**dict(data))
 
     def to_json(self, *, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        return dumps(self.to_dict(), indent=indent)
 
     @classmethod
     def from_json(cls, text: str) -> TaskSpec:

@@ -2,36 +2,12 @@
 
 PYTEST_DONT_REWRITE
 
-This is the one ``TrainingConfig`` of the package (the upstream helpers had two unrelated
-classes of that name). It keeps the upstream field names and defaults so that old config files
-load, with these deliberate differences:
-
-- ``vocab_size`` defaults to None, meaning "read it from the model"; the upstream silent 50257
-  made dummy inputs exceed small vocabularies.
-- ``checkpoint_dir`` defaults to ``"checkpoints"`` (not a Colab Drive path) and ``created_at``
-  is UTC ISO 8601.
-- Learning-rate schedule fields exist (``use_lr_schedule``, ``lr_scheduler``, ``warmup_steps``,
-  ``min_lr_ratio``), so the builder's ``with_scheduler`` works.
-- ``export_formats`` defaults to ``["onnx", "torch_export", "pytorch"]``.
-- ``gradient_accumulation_steps`` and ``accumulate_grad_batches`` (Lightning's name) are one
-  value: at construction, if only one differs from 1 it is copied to the other (so upstream
-  files whose presets left them disagreeing load consistently); if both differ and disagree,
-  validation fails. Assigning either attribute later sets both.
-- Aliases are normalised on assignment: ``strategy="fsdp_native"`` becomes ``"fsdp"``, and the
-  short precisions ``16``/``"16"``, ``"bf16"``, ``32``/``"32"``, ``64``/``"64"`` become
-  ``"16-mixed"``, ``"bf16-mixed"``, ``"32-true"``, ``"64-true"`` (Lightning's own spelling;
-  Lightning warns on the short forms). Paths given as ``os.PathLike`` are stored as strings.
-- Strategy ``"dp"`` is refused: Lightning 2 removed DataParallel.
-
-A config is validated when it is constructed and again by ``validate()``; every problem is
-reported at once in one ``ConfigError`` with a bulleted list. Every size (``vocab_size``,
-``batch_size``, ``epochs``, the model's shape, ...) has an upper bound (``config.limits``), named
-in its error.
+Constructed values are validated, and every problem is reported at once in one
+``ConfigError``; every size has an upper bound (``config.limits``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -56,6 +32,7 @@ from pytest_modeltiers.config._util import (
 )
 from pytest_modeltiers.config.limits import LIMITS
 from pytest_modeltiers.errors import ConfigError
+from pytest_modeltiers.jsonio import dumps
 
 __all__ = [
     "COMPILE_MODES",
@@ -71,7 +48,7 @@ __all__ = [
 ]
 
 MODEL_TYPES: tuple[str, ...] = ("gpt", "bert", "t5", "custom")
-#: Accepted strategies; ``fsdp_native`` is the upstream alias of ``fsdp``.
+#: Accepted strategies; ``fsdp_native`` is an alias of ``fsdp``, kept for older config files.
 STRATEGIES: tuple[str, ...] = ("auto", "ddp", "ddp_spawn", "fsdp", "fsdp_native")
 _STRATEGY_ALIASES: dict[str, str] = {"fsdp_native": "fsdp"}
 #: Lightning precisions (canonical spelling first, then the accepted short aliases).
@@ -125,7 +102,7 @@ def _default_export_formats() -> list[str]:
 
 
 def normalise_value(name: str, value: Any) -> Any:
-    """Canonicalise aliases and container types on assignment (see the module docstring)."""
+    """Canonicalise aliases and container types on assignment, so equal settings compare equal."""
     if name in _PATH_FIELDS and isinstance(value, os.PathLike):
         return os.fspath(value)
     if name in _LIST_FIELDS and isinstance(value, tuple):
@@ -139,8 +116,8 @@ def normalise_value(name: str, value: Any) -> Any:
 
 @dataclass
 class TrainingConfig:
-    """All settings of one training run; see the module docstring for the differences from
-    the upstream class. Construction validates every field and raises ``ConfigError``."""
+    """All settings of one training run. Construction validates every field and raises
+    ``ConfigError`` naming each problem, so a bad value never reaches a run."""
 
     # Reproducibility
     random_seed: int = 42
@@ -186,7 +163,7 @@ class TrainingConfig:
     task_name: str = "lm_tiny"
     eval_dataset_id: str | None = None
     resume_from_checkpoint: str | None = None
-    # Dataset (upstream "legacy" fields, still used by the data loaders)
+    # Dataset (older field names, still used by the data loaders)
     dataset_name: str = "wikitext-103-v1"
     dataset_split: str = "train"
     dataset_subset: str | None = None
@@ -263,7 +240,7 @@ class TrainingConfig:
         return cls(**dict(data))
 
     def to_json(self, *, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        return dumps(self.to_dict(), indent=indent)
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Validate, then write the config as JSON atomically; return the path written.
@@ -421,7 +398,7 @@ FIELD_RULES: dict[str, Rule] = {
 
 
 def heads_error(d_model: Any, num_heads: Any) -> str | None:
-    """The divisibility rule, in the exact upstream wording; None when it holds or is moot."""
+    """The divisibility rule's message; None when it holds or is moot."""
     valid = is_int(d_model) and is_int(num_heads) and d_model >= 1 and num_heads >= 1
     if valid and d_model % num_heads != 0:
         return f"d_model ({d_model}) must be divisible by num_heads ({num_heads})"

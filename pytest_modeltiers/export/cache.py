@@ -32,8 +32,13 @@ from pytest_modeltiers.export.exporters import (
     write_metadata,
 )
 from pytest_modeltiers.export.formats import ExportError
+from pytest_modeltiers.export.quantization import (
+    QuantizationUnavailable,
+    export_quantized,
+    quantize_model,
+)
 from pytest_modeltiers.export.runtime import ArtifactRunner, load_artifact
-from pytest_modeltiers.export.signature import ExportSignature, build_signature
+from pytest_modeltiers.export.signature import ExportSignature, ExportWrapper, build_signature
 from pytest_modeltiers.export.tolerances import ToleranceTable
 from pytest_modeltiers.timeouts import call_with_timeout
 
@@ -149,8 +154,6 @@ class ExportCache:
 
     def reference(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Eager logits of the reference model for artifact inputs (eval mode, no grad)."""
-        from pytest_modeltiers.export.signature import ExportWrapper
-
         wrapper = ExportWrapper(self.model, self.adapter, self.signature)
         with torch.no_grad():
             return wrapper(*self.signature.select(inputs)).detach().cpu()
@@ -264,12 +267,6 @@ class ExportCache:
         return self._quantized
 
     def _quantize(self) -> QuantizedOutcome:
-        from pytest_modeltiers.export.quantization import (
-            QuantizationUnavailable,
-            export_quantized,
-            quantize_model,
-        )
-
         mode = self.quantization
         outcome = QuantizedOutcome(mode)
         if mode == "none":

@@ -1,22 +1,6 @@
 """An exporter's failure as one actionable cause, pointing at the user's file and line.
 
 PYTEST_DONT_REWRITE
-
-``torch.export`` and the ONNX exporter fail with pages of graph dumps and internal frames; the
-user needs three things: what kind of problem it is, where in *their* code, and the fix. This
-module recognises the common kinds:
-
-- data-dependent control flow (``if tensor.sum() > 0``, ``bool(x)``, ``.item()`` in a branch),
-  located by the exporter's "The following call raised this error" frame;
-- a dynamic dimension specialised to a constant (``int(x.shape[1])``, ``torch.tensor(list)``),
-  located by the guard the shape environment logged when it happened;
-- a dimension that only works in a narrower range than the task allows;
-- an operator the exporter cannot convert;
-- a timeout.
-
-Anything else is reported as its exception type and first line, with the innermost frame of
-user code. ``ExporterLog`` captures torch's loggers while an exporter runs, both to find guard
-locations and to keep their output out of the test log.
 """
 
 from __future__ import annotations
@@ -25,41 +9,19 @@ import contextlib
 import io
 import linecache
 import logging
-import os
 import re
-import site
 import sys
-import sysconfig
 import traceback
 import types
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from pytest_modeltiers.models.exceptions import frame_origin, is_user_file
 
 __all__ = ["ExportFailure", "ExporterLog", "explain_export_error", "quiet_exporter", "user_frame"]
 
-_PACKAGE_ROOT = os.path.realpath(Path(__file__).resolve().parents[1])
-_SITE_ROOTS = tuple(
-    {
-        os.path.realpath(p)
-        for p in (
-            sysconfig.get_paths().get("purelib"),
-            sysconfig.get_paths().get("platlib"),
-            *site.getsitepackages(),
-        )
-        if p
-    }
-)
-_STDLIB_ROOTS = tuple(
-    {
-        os.path.realpath(p)
-        for p in (sysconfig.get_paths().get("stdlib"), sysconfig.get_paths().get("platstdlib"))
-        if p
-    }
-)
-_TORCH_PACKAGES = ("torch", "functorch", "torchgen")
 _MAX_CAUSE = 600
 _RAISED_AT = re.compile(
     r'The following call raised this error:\s*\n\s*File "(?P<file>[^"]+)", line (?P<line>\d+), '
@@ -76,51 +38,6 @@ _UNSUPPORTED = re.compile(
     r"Cannot find symbolic function for|Exporting the operator) ?:?\s*(?P<what>[^\n]*)",
     re.IGNORECASE,
 )
-
-
-def frame_origin(filename: str) -> str:
-    """Whose code a traceback frame's file is: ``user``, ``library`` (third-party), ``torch``,
-    ``stdlib``, ``ours`` (this package) or ``internal`` (``<frozen ...>``, ``<string>``).
-
-    The user's own files are those outside the interpreter's library folders and this package,
-    so a model in an editable install counts as the user's; a model shipped in a package
-    (transformers) is a library's.
-    """
-    if not filename or filename.startswith("<"):
-        return "internal"
-    real = os.path.realpath(filename)
-    if _under(real, _PACKAGE_ROOT):
-        return "ours"
-    torch_roots = _loaded_torch_roots()
-    if any(_under(real, root) for root in torch_roots):
-        return "torch"
-    for root in _SITE_ROOTS:
-        if _under(real, root):
-            top = os.path.relpath(real, root).split(os.sep)[0]
-            return "torch" if top in _TORCH_PACKAGES else "library"
-    if any(_under(real, root) for root in _STDLIB_ROOTS):
-        return "stdlib"
-    return "user"
-
-
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root + os.sep)
-
-
-def _loaded_torch_roots() -> list[str]:
-    """The folders of torch's packages already imported (an install outside site-packages)."""
-    roots = []
-    for name in _TORCH_PACKAGES:
-        module = sys.modules.get(name)
-        file = getattr(module, "__file__", None)
-        if file:
-            roots.append(os.path.realpath(os.path.dirname(file)))
-    return roots
-
-
-def is_user_file(filename: str) -> bool:
-    """True for a file outside the standard library, site-packages and this package."""
-    return frame_origin(filename) == "user"
 
 
 def describe_location(filename: str, line: int, func: str | None = None) -> str:
@@ -452,7 +369,7 @@ def _specialized_outside_user_code(
 def explain_export_error(
     exc: BaseException, fmt: str, log: ExporterLog | None = None
 ) -> ExportFailure:
-    """Classify ``exc`` raised while exporting ``fmt`` (see the module docstring)."""
+    """Classify ``exc`` raised while exporting ``fmt`` into one actionable cause."""
     text = _ANSI.sub("", _summary(exc))
     exception = f"{type(exc).__name__}: {_first_lines(str(exc))}"
     log = log or ExporterLog()

@@ -1,43 +1,16 @@
 """One exporter per format, each writing its artifact atomically, and ``export_model``.
 
 PYTEST_DONT_REWRITE
-
-Every exporter traces ``ExportWrapper`` (the adapter's call plus ``get_logits``) in eval mode on
-the example batch of ``signature.example_batch`` (batch 2, sequence >= 2), and raises
-``ExportError`` whose message is the actionable cause (``diagnose.explain_export_error``).
-
-- ``onnx``: the dynamo exporter. When a ``torch.export`` program of the same model exists it is
-  converted directly (one trace for both formats). The graph's inputs are then read back:
-  every dimension the signature declares dynamic must be symbolic, else the export "worked"
-  for one size only and fails here, naming the dimension and where it was fixed. The legacy
-  TorchScript-based exporter (``onnx_exporter="legacy"``) is available for comparison; it
-  bakes sizes of some modules (``nn.MultiheadAttention``) into the graph, which the shape
-  sweep of ``test_export_parity`` catches.
-- ``torch_export``: ``torch.export.export`` with the signature's dynamic shapes, saved as .pt2.
-- ``torchscript`` (legacy): ``torch.jit.trace`` of the wrapper; if tracing raises,
-  ``torch.jit.script`` of the model itself. TracerWarnings (a Python value computed from a
-  tensor, which the trace freezes) are kept in ``ExportedArtifact.warnings`` with the user's
-  file and line.
-- ``pytorch``: ``safetensors.torch.save_model`` (tied weights stored once); loading it runs no
-  code.
-
-Files are written into a staging directory next to the target and moved into place only when
-the export succeeded, so a failed or interrupted export never leaves a partial artifact.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
-import json
 import os
-import shutil
-import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,13 +19,12 @@ import torch
 from torch import nn
 
 from pytest_modeltiers.atomic import atomic_write_text
-from pytest_modeltiers.checks.common import preserved_model
+from pytest_modeltiers.export.artifacts import ExportedArtifact, file_sha256, staged
 from pytest_modeltiers.export.diagnose import (
     ExporterLog,
     describe_location,
     describe_site,
     explain_export_error,
-    is_user_file,
     quiet_exporter,
 )
 from pytest_modeltiers.export.formats import (
@@ -62,8 +34,18 @@ from pytest_modeltiers.export.formats import (
     ExportError,
     format_info,
 )
+from pytest_modeltiers.export.quantization import (
+    QuantizationUnavailable,
+    export_quantized,
+    quantize_model,
+)
 from pytest_modeltiers.export.signature import ExportSignature, ExportWrapper, build_signature
+from pytest_modeltiers.jsonio import dumps, jsonable
+from pytest_modeltiers.models.exceptions import is_user_file
+from pytest_modeltiers.models.running import preserved_model
+from pytest_modeltiers.report.environment import collect_environment, distribution_version
 from pytest_modeltiers.timeouts import call_with_timeout
+from pytest_modeltiers.version import __version__
 
 if TYPE_CHECKING:
     from pytest_modeltiers.config.task_spec import TaskSpec
@@ -89,66 +71,6 @@ METADATA_VERSION = "1.0"
 #: Above this many bytes of weights the ONNX file keeps them in ``model.onnx.data`` (protobuf
 #: files cannot exceed 2 GiB).
 ONNX_EXTERNAL_DATA_BYTES = 1_500_000_000
-
-
-@dataclass
-class ExportedArtifact:
-    """An artifact on disk: its format, main file, every file, and what the export found."""
-
-    format: str
-    path: Path
-    signature: ExportSignature
-    seconds: float
-    files: tuple[Path, ...] = ()
-    details: dict[str, Any] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not self.files:
-            self.files = (self.path,)
-
-    @property
-    def bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.files if f.is_file())
-
-    @functools.cached_property
-    def file_digests(self) -> dict[Path, tuple[str, int]]:
-        """SHA-256 and size of each file, computed once: an artifact is complete when it is
-        made, and ``metadata.json`` is rewritten after every later export."""
-        return {f: (file_sha256(f), f.stat().st_size) for f in self.files}
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's content, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# --------------------------------------------------------------------------- staging
-
-
-@contextlib.contextmanager
-def _staged(directory: Path, fmt: str) -> Iterator[Path]:
-    """A fresh staging directory in ``directory``; its files replace the targets on success.
-
-    Each file is moved with ``os.replace`` (atomic on one filesystem); on any failure the
-    staging directory is removed and the targets are untouched.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{fmt}-", suffix=".staging", dir=directory))
-    try:
-        yield stage
-        for item in sorted(stage.iterdir()):
-            if item.stat().st_size == 0:
-                raise ExportError(fmt, f"the exporter wrote an empty file {item.name}")
-            with item.open("rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(item, directory / item.name)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- torch.export
@@ -192,7 +114,7 @@ def export_torch_export(
     start = time.perf_counter()
     program = program or trace_program(model, adapter, signature, tensors)
     name = FORMATS["torch_export"].filename
-    with _staged(directory, "torch_export") as stage, quiet_exporter():
+    with staged(directory, "torch_export") as stage, quiet_exporter():
         torch.export.save(program, stage / name)
     nodes = [n for n in program.graph.nodes if n.op == "call_function"]
     details = {
@@ -266,7 +188,7 @@ def export_onnx(
     exporter: str = "dynamo",
     opset: int | None = None,
 ) -> ExportedArtifact:
-    """Write ``model.onnx`` (see the module docstring); ``ExportError`` on failure."""
+    """Write ``model.onnx``; ``ExportError`` naming the cause on failure."""
     if exporter not in ONNX_EXPORTERS:
         raise ValueError(f"exporter must be one of {', '.join(ONNX_EXPORTERS)}, got {exporter!r}")
     start = time.perf_counter()
@@ -275,7 +197,7 @@ def export_onnx(
     external = weights > ONNX_EXTERNAL_DATA_BYTES
     wrapper = ExportWrapper(model, adapter, signature)
     log: ExporterLog | None = None
-    with _staged(directory, "onnx") as stage:
+    with staged(directory, "onnx") as stage:
         with preserved_model(model, training=False), quiet_exporter() as log:
             try:
                 if exporter == "legacy":
@@ -423,7 +345,7 @@ def export_torchscript(
     name = FORMATS["torchscript"].filename
     wrapper = ExportWrapper(model, adapter, signature)
     with (
-        _staged(directory, "torchscript") as stage,
+        staged(directory, "torchscript") as stage,
         preserved_model(model, training=False),
         quiet_exporter() as log,
     ):
@@ -472,7 +394,7 @@ def export_state_dict(
     start = time.perf_counter()
     name = FORMATS["pytorch"].filename
     state = model.state_dict()
-    with _staged(directory, "pytorch") as stage:
+    with staged(directory, "pytorch") as stage:
         try:
             save_model(model, str(stage / name), metadata={"format": "pt"})
         except Exception as exc:
@@ -575,9 +497,6 @@ def _legacy_onnx_fallback(
 @functools.cache
 def _versions() -> dict[str, str | None]:
     """The versions ``metadata.json`` records (looked up once a process)."""
-    from pytest_modeltiers import __version__
-    from pytest_modeltiers.report.environment import collect_environment, distribution_version
-
     versions = collect_environment()
     versions["safetensors"] = distribution_version("safetensors")
     versions["onnxscript"] = distribution_version("onnxscript")
@@ -644,14 +563,12 @@ def metadata_dict(
 
 
 def _json_ready(value: Any) -> Any:
-    from pytest_modeltiers.report.json_values import jsonable
-
     return jsonable(value, where="details")
 
 
 def write_metadata(directory: Path, data: Mapping[str, Any]) -> Path:
     """Write ``metadata.json`` atomically (the text is complete before the file is touched)."""
-    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    text = dumps(data, indent=2) + "\n"
     return atomic_write_text(directory / METADATA_FILE, text)
 
 
@@ -692,12 +609,6 @@ def export_all(
     Failures are collected, not raised; an unavailable or failing quantization is a failure of
     the ``quantized`` pseudo-format.
     """
-    from pytest_modeltiers.export.quantization import (
-        QuantizationUnavailable,
-        export_quantized,
-        quantize_model,
-    )
-
     for fmt in formats:
         format_info(fmt)
     signature, tensors = build_signature(model, adapter, task_spec)

@@ -4,20 +4,6 @@ PYTEST_DONT_REWRITE
 
 Standard library only: ``options.py`` parses ``--export-formats`` with ``parse_formats`` in every
 pytest run, before anything heavy is loaded.
-
-=============== ======================== =====================================================
-format          file                     what it is
-=============== ======================== =====================================================
-onnx            ``model.onnx``           ONNX from the dynamo exporter (``torch.onnx.export``
-                                         with ``dynamo=True``), run with onnxruntime
-torch_export    ``model.pt2``            a ``torch.export`` program with dynamic shapes
-torchscript     ``model.torchscript.pt`` TorchScript (trace, script fallback); legacy
-pytorch         ``model.safetensors``    the state dict as safetensors: weights only, loading
-                                         it runs no code
-=============== ======================== =====================================================
-
-The int8 model of ``test_quantized_parity`` is saved as ``model.int8.torchscript.pt``:
-TorchScript is the one format that serialises PyTorch's quantized kernels.
 """
 
 from __future__ import annotations
@@ -44,7 +30,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class FormatInfo:
-    """One export format: its name and artifact file (the module docstring describes each)."""
+    """One export format: its name and artifact file."""
 
     name: str
     filename: str
@@ -125,7 +111,7 @@ def find_artifact(directory: Path, filename: str) -> Path | None:
     """The artifact ``filename`` in a bundle (``artifacts/``) or a plain export directory.
 
     One lookup for every reader (runtime, health checker, validation), so a bundle and a plain
-    ``export_model`` directory are read the same way: the upstream helpers looked in two
+    ``export_model`` directory are read the same way: helpers that looked in two
     different places and silently found nothing.
     """
     for candidate in (directory / ARTIFACTS_DIR / filename, directory / filename):

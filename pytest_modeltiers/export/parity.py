@@ -1,22 +1,6 @@
 """Comparing an artifact's output with eager PyTorch, and saying exactly how far apart they are.
 
 PYTEST_DONT_REWRITE
-
-An element matches when ``|artifact - eager| <= atol + rtol * |eager|`` (NaN matches NaN and an
-infinity matches the same infinity: finiteness is tier 1's business). Besides the verdict,
-``compare_outputs`` reports what a user needs to decide whether a failure is a bug or a
-tolerance to loosen (Polygraphy's idea):
-
-- the maximum absolute and relative error;
-- the fraction of mismatching elements;
-- the minimal tolerance that would have passed: the smallest ``atol`` at the configured
-  ``rtol``, and the smallest ``rtol`` at the configured ``atol`` (both honouring
-  ``max_mismatch_fraction``: that many of the worst elements are allowed to fail);
-- for classifiers and LMs, top-1 agreement: the share of positions whose arg-max is the same,
-  among the positions the tolerance cannot flip (where eager's best logit leads the runner-up
-  by more than twice the tolerance at that value). On a near-tie a change of prediction is
-  within tolerance by definition; counting it would fail untrained models, whose logits are
-  nearly equal, for noise. ``decided_positions`` says how many positions were judged.
 """
 
 from __future__ import annotations
@@ -27,8 +11,8 @@ from typing import Any
 
 import torch
 
-from pytest_modeltiers.checks.common import unravel_index
 from pytest_modeltiers.export.tolerances import Tolerance
+from pytest_modeltiers.models.running import unravel_index
 
 __all__ = ["ParityStats", "compare_outputs"]
 
@@ -71,7 +55,8 @@ def _kth_largest(values: torch.Tensor, k: int) -> float:
 def compare_outputs(
     candidate: torch.Tensor, reference: torch.Tensor, tolerance: Tolerance
 ) -> ParityStats:
-    """Compare two tensors of the same shape under ``tolerance`` (see the module docstring).
+    """Compare two tensors of the same shape under ``tolerance``, with what a user needs to
+    judge a mismatch (bug or tolerance to loosen).
 
     ``ValueError`` when the shapes differ: that is a different failure, reported by the caller
     with both shapes.

@@ -1,19 +1,6 @@
 """Int8 models for ``test_quantized_parity``: dynamic (Linear weights) or static (calibrated).
 
 PYTEST_DONT_REWRITE
-
-- ``dynamic``: ``torch.ao.quantization.quantize_dynamic`` replaces every ``nn.Linear`` with an
-  int8-weight layer whose activations are quantized on the fly. A model without ``nn.Linear``
-  would come out unchanged, so that is reported as "not applicable", never judged as int8.
-- ``static``: FX graph mode (``prepare_fx`` with the backend's default qconfig), calibrated on
-  the task's shipped training data (``datasets.task_dataset``), then ``convert_fx``. A model
-  that FX cannot trace (Python control flow on its inputs), or a task without data, makes the
-  mode unavailable with that reason; the upstream helpers printed "not fully configured" and
-  judged the fp32 export with the int8 tolerance.
-
-``export_quantized`` saves the int8 model as TorchScript (``model.int8.torchscript.pt``), the
-one format that serialises PyTorch's quantized kernels, and refuses an artifact whose graph has
-no ``quantized::`` operator.
 """
 
 from __future__ import annotations
@@ -29,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from pytest_modeltiers.checks.common import describe_exception
+from pytest_modeltiers.datasets import make_dataloader, task_dataset
 from pytest_modeltiers.errors import ModelTiersError
+from pytest_modeltiers.export.artifacts import ExportedArtifact, staged
 from pytest_modeltiers.export.diagnose import quiet_exporter, user_frame
-from pytest_modeltiers.export.exporters import ExportedArtifact, _staged
 from pytest_modeltiers.export.formats import QUANTIZED_FILE, ExportError
-from pytest_modeltiers.export.signature import ExportSignature, ExportWrapper
+from pytest_modeltiers.export.signature import ExportSignature, ExportWrapper, example_batch
+from pytest_modeltiers.models.exceptions import describe_exception
 
 if TYPE_CHECKING:
     from pytest_modeltiers.config.task_spec import TaskSpec
@@ -141,9 +129,6 @@ def _static(
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    from pytest_modeltiers.datasets import make_dataloader, task_dataset
-    from pytest_modeltiers.export.signature import example_batch
-
     try:
         dataset = task_dataset(task, "train", size=examples)
     except ModelTiersError as exc:
@@ -206,7 +191,7 @@ def export_quantized(
     """Save the int8 model as TorchScript; ``ExportError`` if the graph holds no int8 operator."""
     start = time.perf_counter()
     wrapper = ExportWrapper(quantized.module, adapter, signature)
-    with _staged(directory, "quantized") as stage, quiet_exporter():
+    with staged(directory, "quantized") as stage, quiet_exporter():
         try:
             traced = torch.jit.trace(wrapper, tuple(tensors), check_trace=False, strict=False)
         except Exception as exc:

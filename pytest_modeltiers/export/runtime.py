@@ -4,23 +4,6 @@ PYTEST_DONT_REWRITE
 
 ``load_artifact(fmt, path, signature, ...)`` returns a runner: call it with the model inputs by
 name (``{"input_ids": ..., "attention_mask": ...}``) and it returns the logits as a CPU tensor.
-
-=============== =============================================================================
-format          runtime
-=============== =============================================================================
-onnx            ``onnxruntime.InferenceSession`` on ``CPUExecutionProvider`` (as many intra-op
-                threads as torch uses, so pytest-xdist workers share the cores)
-torch_export    ``torch.export.load(path).module()``
-torchscript     ``torch.jit.load``; a scripted (not traced) model is called like the eager
-                model and its output read with the adapter
-pytorch         a fresh model (``model_factory()``) with the weights loaded by safetensors,
-                strictly: a missing or unexpected tensor is an error, not a silent default
-=============== =============================================================================
-
-A file that cannot be loaded (truncated, corrupt, not that format) raises ``ArtifactError``
-with the file, what is wrong and how to get a good one, never the runtime's raw traceback.
-``load_exported_model(directory, runtime)`` reads ``metadata.json`` of an ``export_model`` or
-bundle directory, checks the artifact's SHA-256 against it, and loads it.
 """
 
 from __future__ import annotations
@@ -36,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from pytest_modeltiers.export.diagnose import quiet_exporter
 from pytest_modeltiers.export.exporters import METADATA_FILE, file_sha256
 from pytest_modeltiers.export.formats import (
     FORMATS,
@@ -130,7 +114,6 @@ class OnnxRunner(ArtifactRunner):
 class ProgramRunner(ArtifactRunner):
     def __init__(self, path: Path, signature: ExportSignature) -> None:
         super().__init__("torch_export", path, signature)
-        from pytest_modeltiers.export.diagnose import quiet_exporter
 
         try:
             with quiet_exporter():

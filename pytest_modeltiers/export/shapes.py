@@ -66,7 +66,7 @@ def _example(signature: ExportSignature, axis: str) -> int | None:
 
 
 def fixed_sweep(task: TaskSpec, signature: ExportSignature, max_batch: int) -> list[SweepShape]:
-    """The deterministic shapes every artifact is checked at (see the module docstring)."""
+    """The deterministic shapes every artifact is checked at."""
     max_batch = max(1, max_batch)
     odd_batch = min(3, max_batch)
     example_batch = min(_example(signature, "batch") or 2, max_batch)

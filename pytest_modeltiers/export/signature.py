@@ -1,23 +1,6 @@
 """What an artifact takes and returns: its input tensors, their dynamic dimensions, the wrapper.
 
 PYTEST_DONT_REWRITE
-
-Every format exports the same function: the adapter's call of the model (the same keyword and
-positional arguments as every check) followed by the adapter's ``get_logits``. So a Hugging Face
-model's ``ModelOutput`` becomes one ``logits`` output, a per-token classifier is pooled over its
-mask inside the graph, and the artifact's inputs are named after the batch keys
-(``input_ids``, ``attention_mask``, ``decoder_input_ids``, ``pixel_values``) whatever the
-``forward`` parameters are called.
-
-Dynamic dimensions: dimension 0 of every input is ``batch``; for text, dimension 1 is
-``sequence`` (``target`` for ``decoder_*`` inputs). Images keep their size unless the task
-allows others with ``additional_config["dynamic_image_size"] = [MIN, MAX]`` (then height and
-width are dynamic in that range). Ranges come from the task: ``sequence`` up to
-``max_seq_len``, ``target`` up to ``max_target_len``, ``batch`` unbounded.
-
-The example batch used to trace has batch size 2 and a sequence length of at least 2 (8 when
-the task allows it) so that no exporter specialises a dimension to 1 (torch.export treats sizes
-0 and 1 as constants).
 """
 
 from __future__ import annotations
@@ -30,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from pytest_modeltiers.checks.common import preserved_model
 from pytest_modeltiers.errors import AdapterError
 from pytest_modeltiers.models.batches import make_batch
 from pytest_modeltiers.models.outputs import extract_logits
+from pytest_modeltiers.models.running import preserved_model
 
 if TYPE_CHECKING:
     from pytest_modeltiers.config.task_spec import TaskSpec

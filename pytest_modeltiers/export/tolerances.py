@@ -5,38 +5,6 @@ PYTEST_DONT_REWRITE
 An element of an artifact's output passes when ``|artifact - eager| <= atol + rtol * |eager|``
 (``torch.testing.assert_close`` semantics); a comparison passes when at most
 ``max_mismatch_fraction`` of the elements fail (default 0: every element must pass).
-
-Defaults (float32 on CPU), chosen from what each runtime really changes:
-
-============ ======== ======== ==========================================================
-format       atol     rtol     why
-============ ======== ======== ==========================================================
-onnx         1e-4     1e-3     onnxruntime has its own kernels (fused attention, other
-                               summation orders); pytest-torch's ``onnx_parity`` default
-torch_export 1e-5     1e-5     the same ATen operators after decomposition
-torchscript  1e-5     1e-5     the same operators through the TorchScript interpreter
-pytorch      1e-5     1.3e-6   the same model rebuilt from the saved weights: float32
-                               defaults of ``torch.testing.assert_close``
-quantized    0.1      0.1      int8 weights; also ``max_mismatch_fraction`` 0.01 and
-                               ``min_top1_agreement`` 0.9 (predictions must mostly agree)
-============ ======== ======== ==========================================================
-
-For float16 and bfloat16 outputs each value is at least ``torch.testing``'s default for that
-dtype (rtol 1e-3 and 1.6e-2, atol 1e-5).
-
-Overrides, weakest first: ``[tool.modeltiers.tolerance]`` in the rootdir's ``pyproject.toml``,
-then ``--export-tolerance`` (ini ``modeltiers_export_tolerance``): a command-line value wins over
-anything in the file. A key is a format, a format and dtype (``onnx.float16``) or
-``quantized``; within one source a dtype-specific value wins over the format's::
-
-    [tool.modeltiers.tolerance]
-    onnx = { atol = 1e-4, rtol = 1e-3 }
-    "onnx.float16" = { atol = 1e-2, rtol = 1e-2 }
-    quantized = { atol = 0.2, rtol = 0.2, min_top1_agreement = 0.85 }
-
-    pytest --export-tolerance onnx=1e-3,1e-2 --export-tolerance quantized=0.2,0.2,0.02,0.85
-
-Standard library only (``options.py`` validates ``--export-tolerance`` with ``parse_tolerance``).
 """
 
 from __future__ import annotations

@@ -5,22 +5,6 @@ PYTEST_DONT_REWRITE
 Every check, the training loop and the exporters go through a ``TaskAdapter``, so a model only
 has to be understood in one place. There is one adapter per task family (``lm``,
 ``classification``, ``seq2seq``, ``vision``), all with the same methods.
-
-Calling convention (``plan_call``), read once per model class from ``forward``'s signature:
-
-- a parameter whose name is a key of the prepared batch gets that value by keyword (``labels``
-  is never passed: the adapter computes the loss, so a model cannot score itself);
-- the *first* parameter, if its name is not a batch key (nanoGPT's ``idx``, a CNN's ``x``),
-  gets the primary input (``input_ids`` or ``pixel_values``) positionally;
-- optional parameters with no matching key are left out;
-- ``**kwargs`` receives the model-input keys of the task present in the batch;
-- a required parameter that cannot be supplied is an ``AdapterError`` naming it, the forward
-  signature, and the parameters the adapter can supply (``check_forward_compatible`` raises it
-  at load time, before any check runs).
-
-Hugging Face models (``GPT2LMHeadModel``, ``BertForSequenceClassification``,
-``T5ForConditionalGeneration``, ``ViTForImageClassification``) work unwrapped: their parameters
-are named like our batch keys, and their ``ModelOutput`` carries ``logits``.
 """
 
 from __future__ import annotations
@@ -426,7 +410,7 @@ class Seq2SeqAdapter(TaskAdapter):
 
     Labels never reach the decoder unshifted. The loss ignores target positions with
     ``decoder_attention_mask == 0`` (or, without that mask, labels equal to ``pad_token_id``),
-    fixing the upstream adapter that scored padding.
+    so padding is never scored.
     """
 
     name = "seq2seq"

@@ -1,28 +1,6 @@
 """Build deterministic raw batches for any task, and describe batches in messages.
 
 PYTEST_DONT_REWRITE
-
-A raw batch is a ``dict[str, Tensor]`` in the layout every adapter understands:
-
-=============== ==================================================================
-family          keys
-=============== ==================================================================
-lm              ``input_ids`` Long[B,T], ``attention_mask`` Long[B,T] (1 = real
-                token), ``labels`` Long[B,T] (a copy of ``input_ids``)
-classification  ``input_ids``, ``attention_mask``, ``labels`` Long[B]
-seq2seq         ``input_ids``, ``attention_mask``, ``labels`` Long[B,T_dec],
-                ``decoder_attention_mask`` Long[B,T_dec]
-vision          ``pixel_values`` Float[B,C,H,W] (uniform over the task's pixel
-                range, see ``pixel_range``), ``labels`` Long[B]
-=============== ==================================================================
-
-A seq2seq batch never holds ``decoder_input_ids``: the adapter derives them from ``labels`` with
-``shift_right``, so the decoder can only see target tokens *before* the one it predicts.
-
-Token ids are drawn uniformly over the whole vocabulary ``[0, vocab_size)``: a model must accept
-every id its embedding declares, including the pad id at real positions. Padding is on the right;
-padded positions hold the task's ``pad_token_id`` (0 when the task defines none; the attention
-mask, not the id, is what marks padding) and have mask 0.
 """
 
 from __future__ import annotations

@@ -1,32 +1,6 @@
 """Loading a user's model: safety scan, import, candidate choice, task and adapter.
 
 PYTEST_DONT_REWRITE
-
-``load_model`` turns a ``--model`` spec into a ``LoadedModel`` that can build fresh, independent
-instances. Every way this can go wrong raises ``ModelSpecError`` with what went wrong and how to
-fix it, so the plugin reports a usage error instead of a traceback. The order of decisions
-(DESIGN §3.1):
-
-1. the file's SHA-256 is checked against ``--model-sha256``, then the static safety scan looks
-   at the file and its local imports; a finding refuses the file before any of it runs unless
-   ``--trust-model`` is given;
-2. the file is imported (its directory on ``sys.path`` while it loads), bounded by the timeout;
-3. the model is ``file.py::NAME`` when named, else ``build_model``, else a module-level
-   ``model``/``MODEL`` instance, else the single no-argument ``nn.Module`` subclass defined in
-   the file;
-4. the task is ``--task``, else the module's ``TASK``, else inferred from ``forward``'s
-   parameters; ``--task-option`` overrides fields (a factory taking ``task_spec`` gets them);
-   a missing ``vocab_size`` is read from the model's input embedding;
-5. the adapter is ``--adapter``, else the task family's, and must be able to call ``forward``;
-6. with a ``preflight`` (``modeltiers train`` estimates memory), steps 4 and 5 use a copy built
-   on PyTorch's meta device, and the preflight may refuse the model before it is built for real.
-
-Model code may fail in any way, ``SystemExit`` included: each is an error of the model
-(``ModelSpecError``), never of the session; ``KeyboardInterrupt`` still stops the run. Model
-files are compiled with their own ``__future__`` imports, not this module's.
-
-Instances are built under a fixed seed inside a forked RNG, so every fresh instance has the
-same weights and the caller's random state is untouched.
 """
 
 from __future__ import annotations
@@ -43,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -61,6 +35,9 @@ from pytest_modeltiers.models.spec import ModelSpec, parse_model_spec
 from pytest_modeltiers.models.task_options import apply_task_options
 from pytest_modeltiers.models.vocab import infer_vocab_size
 from pytest_modeltiers.timeouts import call_with_timeout
+
+if TYPE_CHECKING:
+    from pytest_modeltiers.settings import Settings
 
 FACTORY_NAME = "build_model"
 INSTANCE_NAMES = ("model", "MODEL")
@@ -84,17 +61,17 @@ class LoadRequest:
     preflight: Callable[[MetaProbe], None] | None = None
 
     @classmethod
-    def from_options(cls, spec: str, values: dict[str, Any], rootdir: Path) -> LoadRequest:
-        """The request for ``spec`` from resolved option values (keyed by ``Option.dest``)."""
+    def from_settings(cls, spec: str, settings: Settings, rootdir: Path) -> LoadRequest:
+        """The request for ``spec`` from the session's (or the command's) settings."""
         return cls(
             spec=spec,
             rootdir=rootdir,
-            task=values["modeltiers_task"],
-            task_options=tuple(values["modeltiers_task_options"]),
-            adapter=values["modeltiers_adapter"],
-            trust=values["modeltiers_trust_model"],
-            sha256=values["modeltiers_model_sha256"],
-            timeout=values["modeltiers_timeout"],
+            task=settings.task,
+            task_options=settings.task_options,
+            adapter=settings.adapter,
+            trust=settings.trust_model,
+            sha256=settings.model_sha256,
+            timeout=settings.timeout,
         )
 
 

@@ -1,23 +1,6 @@
 """How much memory a training run will need, estimated before anything big is allocated.
 
 PYTEST_DONT_REWRITE
-
-A config with a huge vocabulary or batch must be refused with a number, not end with the kernel
-killing the process at the machine's limit. The estimate uses a copy of the model built on
-PyTorch's ``meta`` device (shapes and dtypes, no storage), so even a model of terabytes costs
-nothing to measure::
-
-    estimate = 4 x parameter bytes     weights, gradients and Adam's two moments
-             + buffer bytes            running statistics and other module state
-             + 2 x activation bytes    every leaf module's output on one training batch; twice,
-                                       for functional ops' intermediates and the gradients that
-                                       flow back through them
-
-Activations are measured by a forward of the meta model on a meta batch of the run's size
-(``batch_size`` rows shaped like a given training example, else at the task's maximum lengths
-or image size). It is an estimate, meant to
-catch runs that cannot fit by a wide margin: mixed precision, activation checkpointing and the
-allocator's caching move the real peak either way by a small factor.
 """
 
 from __future__ import annotations
@@ -54,7 +37,7 @@ def format_bytes(count: float) -> str:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """The parts of the estimate (see the module docstring for the formula)."""
+    """The parts of the estimate, so a refusal can say which part is too big."""
 
     parameter_bytes: int
     buffer_bytes: int

@@ -2,61 +2,9 @@
 
 PYTEST_DONT_REWRITE
 
-Why: ``--model path/to/file.py`` imports a file the user may have fetched from a gist or a
-colleague's repository, and importing a file runs it. The old tool "scanned" with five substring
-matches (``"os.system("`` ...), which ``getattr(os, "sys" + "tem")`` or a second file defeats.
-This scan parses the file and every local module it imports with :mod:`ast` (nothing is imported
-or executed) and reports each place that could start a program, open a connection, load native
-code, run a string as code, unpickle data, or write or delete files. The loader refuses to run a
-file with findings unless ``--trust-model`` is given.
-
-How it works: the model file and the local modules it imports are parsed first; then one
-:class:`ast.NodeVisitor` per file, backed by a scope-aware binding table, resolves every name
-or attribute chain to the qualified names it may hold and looks them up in the rule tables
-below. After ``import os as o``, ``o.system`` is ``os.system``; after ``from os import *``,
-``system`` is; ``__import__("os")``, ``importlib.import_module("os")``, ``sys.modules["os"]``,
-``getattr(os, "system")``, ``globals()["os"]`` and ``vars(os)["system"]`` resolve too. Names
-reached through a local module resolve through that module's own bindings (``helper.o.system``
-after helper.py's ``import os as o``), and re-exports match by suffix (``torch.os.system`` is
-``os.system``). Every *reference* is checked, not only calls, so ``run = os.system`` is reported
-where it is written. Where the scan cannot know what a value is, it reports the place that hides
-it: a computed ``getattr`` on a module that has dangerous attributes (``getattr(os, name)``, but
-not ``getattr(F, activation)``), ``globals()``/``sys.modules`` used other than with a literal
-key, such a module stored, passed or returned as a value, interpreter internals
-(``__subclasses__``, ``__globals__``, frames), private helpers of guarded modules.
-
-Rules (``SafetyFinding.rule``; stable ids, see ``RULES``): process-execution, network,
-native-code, dynamic-code, unpickling, recursive-delete, file-write. Findings are one per rule
-and line, sorted by file and line.
-
-Known limits (what an attacker could still do; this is a lint, not a sandbox):
-
-- Capabilities behind objects the scan cannot type: a computed ``getattr`` on an instance or a
-  class (``getattr(path_obj, name)``, ``getattr(Path, name)``) or on a module without dangerous
-  attributes of its own (``getattr(F, name)`` can return ``F.torch``; using an attribute of the
-  result is reported, passing it on is not); writer methods other than the Path-like ones in
-  ``_METHODS`` (``image.save(path)``, ``df.to_csv``); private helpers of unguarded libraries
-  (``torch.storage._load_from_bytes`` unpickles); a module read back from an annotation
-  (``typing.get_type_hints``).
-- Libraries doing their own I/O or evaluation: ``from_pretrained`` downloads (only
-  ``trust_remote_code=True`` is reported), ``huggingface_hub``, ``datasets``, files in the
-  temp directory (``tempfile`` with ``dir=`` is reported), ``torch.distributed`` beyond
-  ``TCPStore``/``init_process_group``/``rpc``, ``pandas.eval``/``DataFrame.query``; and
-  environment variables a library obeys (writing ``os.environ`` is not reported;
-  ``breakpoint()`` is, for ``PYTHONBREAKPOINT``).
-- Code outside the Python source read here: a stale or forged ``__pycache__/*.pyc`` next to a
-  source (Python may run it instead of the ``.py``; the loader should import with
-  ``sys.pycache_prefix`` pointing at a fresh directory), ``.pth``/``sitecustomize`` files and
-  installed packages (trusted), data files executed by a library that is not in the tables.
-  Sourceless ``.pyc`` and extension modules *next to* the file are reported as native-code.
-- Imports found only through a modified ``sys.path``: local modules are looked up in the model
-  file's directory and the importing file's directory, within the model file's directory tree.
-- Time of check versus time of use: the file can change between the scan and the import; the
-  loader should hash what it scanned (``--model-sha256``) or run the bytes it scanned.
-- The analysis is flow-insensitive: a name's bindings anywhere in its scope all count, so code
-  that never runs (``if TYPE_CHECKING:``, an unused method) is still reported. Ordinary code
-  that is reported on purpose: ``getattr(torch, dtype_name)`` (use a dict of allowed dtypes),
-  ``save_pretrained``/``open(..., "w")`` in methods a test never calls.
+Importing a file runs it, and a ``--model`` file may come from a gist or a colleague, so the
+file is parsed (never run) and refused, naming the line and why, when it can start processes,
+reach the network, run dynamic code or write files; ``--trust-model`` overrides.
 """
 
 from __future__ import annotations
@@ -1405,7 +1353,7 @@ def scan_model_file(path: Path) -> list[SafetyFinding]:
     """Scan a model file and its local imports without running them.
 
     Returns every finding, sorted by path and line; an empty list means the scan found nothing
-    it knows to be dangerous (see the module docstring for what it cannot see). Raises
+    it knows to be dangerous (a static scan cannot see everything; docs/models.md says what). Raises
     ``SyntaxError`` (with the offending file name) when the file or a local module it imports
     does not parse, and ``OSError`` when the file cannot be read.
     """

@@ -2,7 +2,7 @@
 
 PYTEST_DONT_REWRITE
 
-Accepted forms (DESIGN §3.1): ``path/to/file.py``, ``path/to/file.py::NAME`` and
+Accepted forms: ``path/to/file.py``, ``path/to/file.py::NAME`` and
 ``package.module:attr``. Parsing touches the file system only to find files; nothing is
 imported here, so the safety scan can look at the code before any of it runs.
 """

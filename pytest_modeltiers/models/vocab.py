@@ -2,9 +2,9 @@
 
 PYTEST_DONT_REWRITE
 
-The guide this project replaces fell back to a silent ``vocab_size=50257``: a model with a
-smaller vocabulary then received out-of-range token ids and failed for the wrong reason. Here
-the size comes from the model itself, or the user is told how to set it.
+A default vocabulary (such as 50257) would feed a smaller model out-of-range token ids, and it
+would fail for the wrong reason; so the size comes from the model itself, or the user is told
+how to set it.
 """
 
 from __future__ import annotations

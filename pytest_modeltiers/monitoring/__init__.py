@@ -1,13 +1,44 @@
-"""Monitoring: drift statistics and verdicts, retraining triggers, the metrics engine (tier 5).
+"""Tier 5's public names in one place: drift, retraining triggers, the metrics engine.
 
 PYTEST_DONT_REWRITE
 
-Importing this package imports numpy and scipy; ``import pytest_modeltiers`` does not import it.
+The code lives in ``pytest_modeltiers.drift``, ``pytest_modeltiers.triggers`` and
+``pytest_modeltiers.evaluation``; this module re-exports their public names so that
+``from pytest_modeltiers.monitoring import compare_signals`` keeps working. Importing it
+imports numpy and scipy; ``import pytest_modeltiers`` does not import it.
 """
 
 from __future__ import annotations
 
-from pytest_modeltiers.monitoring.drift import (
+from pytest_modeltiers.drift.distribution import (
+    Profile,
+    ProfileError,
+    compare_profiles,
+    compute_profile,
+    profile_signals,
+)
+from pytest_modeltiers.drift.profile_io import (
+    DEFAULT_PROFILE_NAME,
+    load_profile,
+    load_profile_from_db,
+    log_profile_to_db,
+    resolve_reference_profile,
+    save_profile,
+)
+from pytest_modeltiers.drift.statistics import (
+    PSI_MODERATE,
+    PSI_SIGNIFICANT,
+    DriftInputError,
+    StatResult,
+    chi_square_test,
+    jensen_shannon_distance,
+    ks_test,
+    proportion_test,
+    psi,
+    psi_level,
+    wasserstein_normalized,
+)
+from pytest_modeltiers.drift.verdicts import (
     DEFAULT_ALPHA,
     DEFAULT_DRIFT_SHARE,
     DEFAULT_MIN_SAMPLES,
@@ -21,42 +52,14 @@ from pytest_modeltiers.monitoring.drift import (
     compare_signals,
     infer_kind,
 )
-from pytest_modeltiers.monitoring.drift_stats import (
-    PSI_MODERATE,
-    PSI_SIGNIFICANT,
-    DriftInputError,
-    StatResult,
-    chi_square_test,
-    jensen_shannon_distance,
-    ks_test,
-    proportion_test,
-    psi,
-    psi_level,
-    wasserstein_normalized,
-)
-from pytest_modeltiers.monitoring.metrics_engine import (
+from pytest_modeltiers.evaluation.metrics_engine import (
     Alert,
     AlertRules,
     MetricsEngine,
     RegressionRule,
     ThresholdRule,
 )
-from pytest_modeltiers.monitoring.profile_io import (
-    DEFAULT_PROFILE_NAME,
-    load_profile,
-    load_profile_from_db,
-    log_profile_to_db,
-    resolve_reference_profile,
-    save_profile,
-)
-from pytest_modeltiers.monitoring.profiles import (
-    Profile,
-    ProfileError,
-    compare_profiles,
-    compute_profile,
-    profile_signals,
-)
-from pytest_modeltiers.monitoring.triggers import (
+from pytest_modeltiers.triggers.manager import (
     CompositeTrigger,
     DataVolumeTrigger,
     DriftTrigger,

@@ -1,4 +1,4 @@
-"""Check results and the session health report (DESIGN §3.4).
+"""Check results and the session health report.
 
 PYTEST_DONT_REWRITE
 
@@ -14,6 +14,7 @@ cost a torch import.
 from __future__ import annotations
 
 from pytest_modeltiers.atomic import atomic_write_text
+from pytest_modeltiers.jsonio import jsonable
 from pytest_modeltiers.report.check_result import TIERS, CheckResult, CheckStatus
 from pytest_modeltiers.report.environment import ENVIRONMENT_KEYS, collect_environment
 from pytest_modeltiers.report.health_report import (
@@ -22,7 +23,6 @@ from pytest_modeltiers.report.health_report import (
     HealthReport,
     compute_health_score,
 )
-from pytest_modeltiers.report.json_values import jsonable
 from pytest_modeltiers.report.markdown import render_markdown
 from pytest_modeltiers.report.recommendations import HINTS
 from pytest_modeltiers.report.schema import load_schema

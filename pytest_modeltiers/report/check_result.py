@@ -1,4 +1,4 @@
-"""``CheckResult``: the one record every tier check produces (DESIGN §3.4).
+"""``CheckResult``: the one record every tier check produces.
 
 PYTEST_DONT_REWRITE
 
@@ -6,21 +6,6 @@ A check is a plain function returning a ``CheckResult``; the built-in test asser
 plugin puts it in the health report, so pytest's outcome and the report always agree. The record
 is validated when it is built, because a bad tier or status found only when the report is
 written, at the end of a long session, would cost the whole report.
-
-Decisions worth knowing:
-
-- ``details`` must be strict JSON (no NaN, no tuples, no numpy or torch values). The primary
-  constructor and ``from_dict`` reject anything else, naming the path, so ``to_dict`` ->
-  ``json`` -> ``from_dict`` is an exact round trip. The status constructors that checks call
-  (``CheckResult.passed(...)``, ``.failed(...)``, ...) convert ``details`` with ``jsonable``
-  first, so check authors can pass tensors' scalars, shapes as tuples and NaN statistics.
-- Every status other than ``passed`` needs a non-empty message: a failure, warning, error or
-  skip that does not say why is useless in a CI log.
-- ``model`` is the model's key (several ``--model`` values in one session), ``nodeid`` the
-  pytest node that produced the result; both are optional and stamped by the plugin with
-  ``dataclasses.replace``.
-- The record is frozen and holds its own copy of ``details``, so a result already in a report
-  cannot be changed by the check that made it.
 """
 
 from __future__ import annotations
@@ -33,12 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_modeltiers.report.json_values import check_json
-from pytest_modeltiers.report.json_values import jsonable as _jsonable
+from pytest_modeltiers.jsonio import check_json
+from pytest_modeltiers.jsonio import jsonable as _jsonable
 
 __all__ = ["TIERS", "CheckResult", "CheckStatus"]
 
-#: The five tiers (DESIGN §1).
+#: The five tiers.
 TIERS: tuple[int, ...] = (1, 2, 3, 4, 5)
 
 
@@ -268,7 +253,7 @@ class CheckResult:
     def jsonable(value: Any, *, where: str = "value") -> Any:
         """``value`` as strict JSON: NaN/inf as strings, tuples as lists, ``.tolist()``/``.item()``.
 
-        See ``pytest_modeltiers.report.json_values.jsonable`` for the full list of conversions.
+        See ``pytest_modeltiers.jsonio.jsonable`` for the full list of conversions.
         """
         return _jsonable(value, where=where)
 

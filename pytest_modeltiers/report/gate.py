@@ -6,16 +6,6 @@ pytest's exit code alone cannot say that a model was tested: a process that mode
 with ``os._exit(0)`` exits 0 with no output. The session writes its report as incomplete when it
 starts and completes it at the end, so the last step of a CI job reads the report back and
 passes only when it is there, readable, complete, and says the model was tested and healthy.
-
-Exit codes (decisions):
-
-- ``0``: the report is complete, has at least one judged check, no failed or errored check, and
-  its score meets ``--min-score`` when given; one summary line is printed.
-- ``1``: the report says the gate is closed: incomplete, failed or errored checks, a score
-  below ``--min-score``, or nothing judged (no check at all, or every check skipped: green
-  must mean tested). Every reason is printed, one line each.
-- ``2``: there is no report to judge: missing, unreadable, not JSON, or not a health report
-  of this schema version (``argparse`` also exits 2 on bad arguments).
 """
 
 from __future__ import annotations
@@ -123,7 +113,8 @@ def _problems(report: HealthReport, min_score: float | None) -> list[str]:
 
 
 def check_report(path: str | os.PathLike[str], min_score: float | None = None) -> GateVerdict:
-    """Judge the health report at ``path`` as a CI gate (see the module docstring)."""
+    """Judge the health report at ``path`` as a CI gate: pass only a complete report that
+    tested something and found it healthy."""
     if min_score is not None and not 0 <= min_score <= 100:
         raise ValueError(f"--min-score must be a health score from 0 to 100; got {min_score!r}")
     target = Path(path)

@@ -2,39 +2,8 @@
 
 PYTEST_DONT_REWRITE
 
-One session writes one report (DESIGN §3.4): JSON for machines, a Markdown twin for people, both
-written atomically, the JSON described by the committed ``health_report.schema.json``.
-
-Decisions worth knowing:
-
-- **The score is derived, never stored.** ``health_score``, the summaries and the
-  recommendations are computed from the checks each time they are read or serialised, so checks
-  added after the report was built are counted, and a loaded report cannot carry a stale score
-  (``from_dict`` ignores the derived keys and recomputes them).
-- **Score formula:** ``(passed + 0.5 * warning) / scored * 100`` where ``scored`` counts every
-  check that was not skipped: a check that does not apply (causal masking on a classifier) says
-  nothing about health, so it neither raises nor lowers the score. Errors count as not passing.
-  With no scored check the score is ``None`` (JSON null): 0 would claim a broken model, 100 a
-  healthy one, and neither was measured. The value is not rounded in JSON; Markdown shows one
-  decimal.
-- **Canonical order.** Checks are serialised sorted by ``CheckResult.sort_key`` (model, tier,
-  check name, node id), so a serial run and a pytest-xdist run of the same suite give the same
-  document apart from ``created_at`` and durations (``content()`` drops exactly those).
-- ``fail_under`` does not fail a report with no scored check; pytest's own exit code already
-  says when nothing ran, and an all-skipped run is an explicit "does not apply".
-- Versions come from package metadata, never imports (see ``environment``), so writing a report
-  costs no torch import.
-- **Status.** A session writes its report twice: ``incomplete`` when it starts (with the reason a
-  reader should suspect if the file stays that way) and ``complete`` when it ends. A process that
-  dies in between (model code calling ``os._exit``, a kill, a check aborted by the timeout
-  watchdog) leaves the incomplete file, never a stale green one; ``not_run`` then lists the
-  tests that never ran, which are not counted anywhere else.
-- **Not judged.** A skipped check whose ``details["no_data"]`` lists missing inputs (no baseline,
-  no reference profile) had nothing to judge; ``summary.not_judged`` counts those among
-  ``skipped``, so readers can tell "does not apply" from "could not decide".
-- **Root causes.** Failed and errored checks whose ``details["exception"]`` (and
-  ``details["location"]``, when given) are the same are one problem seen several times;
-  ``root_causes`` lists each such group of two or more, largest first.
+JSON for machines and a Markdown twin for people, both written atomically; the JSON follows
+the committed ``health_report.schema.json``.
 """
 
 from __future__ import annotations
@@ -47,10 +16,12 @@ from pathlib import Path
 from typing import Any, Union
 
 from pytest_modeltiers.atomic import atomic_write_text
+from pytest_modeltiers.jsonio import dumps
 from pytest_modeltiers.report.check_result import TIERS, CheckResult, CheckStatus
 from pytest_modeltiers.report.environment import ENVIRONMENT_KEYS, collect_environment
 from pytest_modeltiers.report.markdown import render_markdown
 from pytest_modeltiers.report.recommendations import build_recommendations
+from pytest_modeltiers.version import __version__
 
 __all__ = [
     "COMPLETE",
@@ -306,8 +277,6 @@ class HealthReport:
             collect_environment() if environment is None else environment
         )
         if tool_version is None:
-            from pytest_modeltiers import __version__
-
             tool_version = __version__
         if not isinstance(tool_version, str) or not tool_version:
             raise ValueError(f"tool_version must be a non-empty string; got {tool_version!r}")
@@ -473,7 +442,7 @@ class HealthReport:
 
     @staticmethod
     def _dumps(data: Mapping[str, Any]) -> str:
-        return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        return dumps(data, indent=2, ensure_ascii=False) + "\n"
 
     def to_json(self) -> str:
         """Strict JSON text (no NaN tokens), indented, ending in a newline."""

@@ -11,8 +11,7 @@ An incomplete report says so in its first lines (``INCOMPLETE`` and the reason),
 score, so a half-finished session is never read as a green one; a shared root cause of several
 failures comes next. A skipped check that had no data to judge is marked ``NO DATA``.
 
-Table cells hold one line: messages are cut at the first line break (and at ``CELL_WIDTH``
-characters) and Markdown punctuation is escaped; the full text of every failure, error and
+Table cells hold one line (``jsonio.markdown_cell``); the full text of every failure, error and
 warning follows in a fenced block.
 """
 
@@ -22,9 +21,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["render_markdown"]
+from pytest_modeltiers.jsonio import markdown_cell as _cell
+from pytest_modeltiers.jsonio import markdown_escape as _escape
 
-CELL_WIDTH = 160
+__all__ = ["render_markdown"]
 
 _MARKERS = {
     "passed": "PASS",
@@ -34,31 +34,10 @@ _MARKERS = {
     "skipped": "SKIP",
 }
 _FLAGGED = ("error", "failed", "warning")
-#: Markdown punctuation to escape; an underscore only where it could start or end emphasis
-#: (``x86_64`` and ``test_gradient_flow`` stay readable in the raw file).
-_ESCAPE = re.compile(r"([\\`*\[\]<>|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
-
-
-def _escape(text: str) -> str:
-    return _ESCAPE.sub(r"\\\1", text)
 
 
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
-def _cell(value: Any, *, width: int = CELL_WIDTH) -> str:
-    """One table cell: first line only, shortened, escaped; ``-`` for a missing value."""
-    if value is None or value == "":
-        return "-"
-    text = str(value)
-    lines = text.strip().splitlines() or [""]
-    first = lines[0]
-    if len(first) > width:
-        first = first[: width - 3].rstrip() + "..."
-    elif len(lines) > 1:
-        first += " ..."
-    return _escape(first)
 
 
 def _code(value: Any) -> str:

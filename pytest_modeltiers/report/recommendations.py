@@ -3,7 +3,7 @@
 PYTEST_DONT_REWRITE
 
 A report that only says "test_gradient_flow failed" sends the reader to the docs; the hint says
-where such a bug usually hides. Hints are keyed by the built-in check names (DESIGN §5), with a
+where such a bug usually hides. Hints are keyed by the built-in check names, with a
 parametrisation suffix ignored (``test_export[onnx]`` -> ``test_export``). Other checks, including
 users' own tier-marked tests, get a generic hint. An errored check gets the "it did not complete"
 hint whatever its name: the check-specific advice is about a result that was never produced.

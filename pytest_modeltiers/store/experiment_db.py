@@ -1,34 +1,6 @@
 """``ExperimentDB``: runs, params, metrics, artifacts, profiles and comparisons in one SQLite file.
 
 PYTEST_DONT_REWRITE
-
-The API is the guide's (``log_run``, ``log_metrics``, ``compare_runs``, ``get_best_run``, ...)
-and query methods return pandas DataFrames as its users expect, with its bugs fixed:
-
-- foreign keys are enforced; logging for a run that does not exist is a ``RunNotFoundError``
-  naming the run id, not an orphan row;
-- one timestamp format everywhere (UTC ISO 8601 with ``Z``, see ``sqlite_base.utc_now``);
-- one metric naming scheme: the stored name is ``"<split>/<name>"`` (``"val/loss"``) and the
-  ``split`` column holds the part before the first ``/``. ``log_metric(run, "val/loss", x)``
-  and ``log_metric(run, "loss", x, split="val")`` store the same row, so the trainer, the
-  triggers and the registry cannot disagree on ``val_loss`` versus ``val/loss`` again;
-- ``log_metrics`` writes all values in one transaction (all or nothing);
-- ``compare_runs`` takes the metrics to show; the guide's loss columns are only the default;
-- NaN is a legitimate value (a diverged loss): SQLite has no NaN, so a metric's NaN is stored
-  as SQL NULL and comes back as NaN (``get_best_run`` ignores it); in params and artifact
-  metadata (JSON) a non-finite float is ``{"$float": "NaN"}`` (or ``"Infinity"``,
-  ``"-Infinity"``) and comes back as a float (``sqlite_base.dumps_json``); a run's config
-  refuses it (a NaN setting is a bug);
-- every database has an identity (a UUID stored in it when it is created, or when an older
-  file is first opened) that names its artifact folder ``<stem>-<id8>-checkpoints`` beside
-  it: two databases in one folder never share a file. ``log_artifact`` copies there what
-  lies in a temporary folder (which pytest or the system deletes), records such copies
-  relative to the database's folder (move the two together), and records every existing
-  file's sha256; ``artifact_file`` finds an artifact again and refuses one that changed;
-- rows come back in the order they were logged (by id), not by a timestamp that can tie.
-
-pandas is imported inside the methods that return DataFrames, so importing the package (which
-every pytest run does) does not pay for it.
 """
 
 from __future__ import annotations
@@ -101,7 +73,7 @@ _METRIC_COLUMNS_OUT = (*_METRIC_COLUMNS, "timestamp")
 
 
 class RunNotFoundError(StoreError, ValueError):
-    """A run id names no run (a ``ValueError`` too, as the guide raised)."""
+    """A run id names no run (a ``ValueError`` too, as older callers catch)."""
 
 
 class MetricNotFoundError(StoreError, ValueError):
@@ -117,7 +89,7 @@ class ArtifactError(StoreError):
 
 
 def _migration_1_core(conn: sqlite3.Connection) -> None:
-    """Version 1: runs, metrics, artifacts, comparisons (the guide's tables, fixed)."""
+    """Version 1: runs, metrics, artifacts, comparisons."""
     for statement in (
         """CREATE TABLE runs (
             run_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -513,7 +485,7 @@ class ExperimentDB(SQLiteStore):
             rows = conn.execute(
                 "SELECT key, value FROM params WHERE run_id = ? ORDER BY key", (rid,)
             ).fetchall()
-        return {key: loads_json(value) for key, value in rows}
+        return {key: loads_json(value, non_finite=True) for key, value in rows}
 
     # -- metrics ---------------------------------------------------------------------------
 
@@ -600,7 +572,7 @@ class ExperimentDB(SQLiteStore):
             frame[column] = frame[column].astype("Int64")
         return frame
 
-    #: The guide's alias.
+    #: An alias, kept for existing callers.
     get_run_metrics = get_metrics
 
     def get_best_run(self, metric_name: str, mode: str = "min") -> dict[str, Any]:
@@ -660,7 +632,7 @@ class ExperimentDB(SQLiteStore):
         Columns: run_id, run_name, created_at, status, total_epochs (distinct epochs logged),
         then per metric:
 
-        - ``metrics=None``: the guide's view, final_train_loss, final_val_loss, best_val_loss,
+        - ``metrics=None``: the default view, final_train_loss, final_val_loss, best_val_loss,
           best_epoch (of the best ``val/loss``);
         - a list of names: ``final_<name>`` (the last value logged);
         - a dict name -> ``"min"``/``"max"``: ``final_<name>``, ``best_<name>`` and
@@ -790,7 +762,7 @@ class ExperimentDB(SQLiteStore):
         any other path as given (it may live on another machine; a relative one is read
         relative to the database's folder). The sha256 and size of an existing file are
         recorded, and ``artifact_file`` checks them before the file is used. Non-finite
-        floats in ``metadata`` are kept (see the module docstring).
+        floats in ``metadata`` are kept and read back as floats.
         """
         rid = _run_id(run_id)
         if not isinstance(artifact_type, str) or not artifact_type:
@@ -920,7 +892,9 @@ class ExperimentDB(SQLiteStore):
         with self.read() as conn:
             self._require_runs(conn, [rid])
             rows = conn.execute(sql + " ORDER BY artifact_id DESC", args).fetchall()
-        return _frame([(*row[:4], loads_json(row[4]), *row[5:]) for row in rows], columns)
+        return _frame(
+            [(*row[:4], loads_json(row[4], non_finite=True), *row[5:]) for row in rows], columns
+        )
 
     def create_comparison(
         self,

@@ -2,13 +2,13 @@
 
 PYTEST_DONT_REWRITE
 
-The guide's trainer logged ``val/loss``, its registry examples stored ``val_loss`` and its
-performance trigger looked for ``val_loss``, so the trigger silently never fired. Here every
-component that takes a metric name passes it through :func:`canonical_metric_name`, which
-applies the experiment DB's scheme (:func:`~pytest_modeltiers.store.experiment_db.
-qualify_metric_name`: ``"<split>/<name>"``, or a bare name without a split) and refuses the
-guide's underscore form (``val_loss``, ``train_accuracy``), naming the slash form to use
-instead. A bare name such as ``loss`` or ``learning_rate`` stays legal: it simply has no split.
+Two spellings of one metric (``val/loss`` logged, ``val_loss`` watched) make a trigger that
+silently never fires. So every component that takes a metric name passes it through
+:func:`canonical_metric_name`, which applies the experiment DB's scheme
+(:func:`~pytest_modeltiers.store.experiment_db.qualify_metric_name`: ``"<split>/<name>"``, or
+a bare name without a split) and refuses the underscore form (``val_loss``,
+``train_accuracy``), naming the slash form to use instead. A bare name such as ``loss`` or
+``learning_rate`` stays legal: it simply has no split.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pytest_modeltiers.store.sqlite_base import StoreError
 
 __all__ = ["LEGACY_SPLIT_PREFIXES", "MetricNameError", "canonical_metric_name"]
 
-#: Splits whose underscore form (``val_loss``) is the guide's old scheme and therefore refused.
+#: Splits whose underscore form (``val_loss``) is the old scheme and therefore refused.
 LEGACY_SPLIT_PREFIXES = ("train", "val", "validation", "eval", "test")
 
 _LEGACY = re.compile(rf"^({'|'.join(LEGACY_SPLIT_PREFIXES)})_(.+)$")

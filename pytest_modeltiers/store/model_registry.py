@@ -1,35 +1,6 @@
 """``ModelRegistry``: models, versions, tags, aliases (stages), exports, lineage and an audit log.
 
 PYTEST_DONT_REWRITE
-
-The API is the guide's (``register_model``, ``get_model``, ``list_models``, ``promote_model``,
-``retire_model``, ``delete_model``, ``compare_models``, ``get_model_lineage``,
-``add_export_format``, ``compute_config_hash``), on the same SQLite plumbing as the experiment
-database (WAL, busy timeout, foreign keys on, schema versions; ``sqlite_base``), with its bugs
-fixed and these rules added:
-
-- **Versions** follow Semantic Versioning 2.0.0: ``MAJOR.MINOR.PATCH`` with optional
-  ``-prerelease`` and ``+build`` parts (``1.0.0``, ``2.1.0-rc.1``, ``1.0.0+exp.sha.5114f85``), no
-  leading zeros, no ``v`` prefix. "Latest" means the highest by SemVer precedence (``1.10.0`` >
-  ``1.9.0`` > ``1.9.0-rc.1``), not the newest row.
-- **Aliases** (``production``, ``staging`` or any lower-case name) point at one version *per
-  model name*: ``set_alias`` moves an alias, ``get_by_alias`` reads it, and
-  ``promote_model(model_id, "production")`` tags the version and moves the alias. The schema
-  itself refuses an alias to another name's version and an alias to a missing model.
-- **Audit log**: every registration, promotion, alias move or removal, retirement, parent
-  change and deletion is a row of ``model_events`` (with the previous holder of a moved alias,
-  an optional actor and reason). Rows outlive the models they describe.
-- **Foreign keys are enforced**: tags and exports go with their model, a parent or an alias
-  target must exist, and a model that is the parent of another cannot be deleted (without
-  ``force``, which detaches the children and says so in the log).
-- **Lineage is safe against cycles**: ``set_parent`` refuses a parent that descends from the
-  model, and ``get_model_lineage`` walks at most ``max_depth`` steps and names a cycle found
-  in a file edited by hand instead of looping.
-- **Metric names** follow the one naming scheme (``val/loss``; ``val_loss`` is refused naming
-  the fix) and values must be finite numbers; ``list_models``' metric filter drops models
-  without the metric (the guide let them through as ``inf``).
-- Query methods return plain dicts (``get_model``) or pandas DataFrames (lists), JSON columns
-  parsed; pandas is imported inside them.
 """
 
 from __future__ import annotations

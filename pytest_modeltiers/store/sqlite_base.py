@@ -1,36 +1,12 @@
 """SQLite plumbing shared by the stores: connections, transactions, schema versions, timestamps.
 
 PYTEST_DONT_REWRITE
-
-The guide's stores opened a connection per call but never turned foreign keys on, mixed two
-timestamp formats and had no schema version, so an old file silently lacked columns. Every
-store here goes through this module instead:
-
-- every connection runs ``PRAGMA foreign_keys=ON`` (SQLite's default is off, per connection),
-  waits up to ``busy_timeout`` seconds for a lock instead of failing at once, and uses
-  ``synchronous=NORMAL``, which in WAL mode survives a killed process (only a power cut can
-  lose the last commits, and never leaves a corrupt file);
-- the file is put in WAL journal mode once, so readers never block the writer;
-- writes run in ``BEGIN IMMEDIATE`` transactions: the write lock is taken up front, so two
-  processes never both read and then deadlock upgrading to a write, and a failure rolls the
-  whole unit back (nothing is half-written);
-- a store is identified by ``PRAGMA application_id`` and versioned by ``PRAGMA user_version``;
-  ``migrations[i]`` moves a file from version ``i`` to ``i + 1``, all pending ones in one
-  transaction when the file is opened, so two processes opening an old file migrate it once;
-- a file is identified read-only (from its 100-byte header, see ``check_database_file``)
-  before any connection is made: switching a file to WAL rewrites its header, so a file that
-  is not ours must be refused before that, and then it is left byte for byte as it was;
-- timestamps are written by Python, UTC, ISO 8601 with a ``Z`` and microseconds, one fixed
-  width, so they sort as text (never SQLite's ``CURRENT_TIMESTAMP``, which has another format).
-
-A later ``ModelRegistry`` reuses it with its own ``StoreSchema``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import sqlite3
 import stat
@@ -44,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pytest_modeltiers.errors import ModelTiersError
+from pytest_modeltiers.jsonio import dumps, find_nonfinite_string, restore_floats
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT_S",
@@ -105,53 +82,35 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-#: The key of the JSON object that stands for a non-finite float in a JSON column.
-NON_FINITE_KEY = "$float"
-_NON_FINITE_NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
 def dumps_json(value: Any, what: str, *, non_finite: bool = False) -> str:
     """Serialise ``value`` as strict JSON, or fail naming ``what`` (never a lossy ``str()``).
 
-    With ``non_finite``, for measured values (a diverged run's loss is worth recording),
-    non-finite floats, which strict JSON has no token for, are written as
-    ``{"$float": "NaN"}``, ``{"$float": "Infinity"}`` or ``{"$float": "-Infinity"}`` (the
-    spellings of JavaScript and Python) and read back as floats by ``loads_json``; a dict of
-    that one key is then refused, so the round trip is exact. Without it (settings, where a
-    NaN is a bug) a non-finite float is an error.
+    With ``non_finite``, for measured values (a diverged run's loss is worth recording), a
+    non-finite float is written as every file of the package writes it (``"nan"``, ``"inf"``,
+    ``"-inf"``, see ``jsonio``) and ``loads_json(..., non_finite=True)`` reads it back as the
+    float; those three strings are then refused as data, so the round trip is exact. Without
+    it (settings, where a NaN is a bug) a non-finite float is an error.
     """
     try:
         text = json.dumps(value, sort_keys=True, allow_nan=False)
+    except TypeError as exc:
+        raise _not_serialisable(what, exc) from exc
     except ValueError as exc:
         if not non_finite:
             raise _not_serialisable(what, exc) from exc
-    except TypeError as exc:
-        raise _not_serialisable(what, exc) from exc
-    else:
-        if f'"{NON_FINITE_KEY}"' not in text:
-            return text  # the common case: nothing to encode, no reserved key to refuse
-    try:
-        return json.dumps(_encode_non_finite(value, what), sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise _not_serialisable(what, exc) from exc
-
-
-def _encode_non_finite(value: Any, what: str, depth: int = 0) -> Any:
-    if depth > 200:
-        raise ValueError("nested more than 200 levels deep (or a circular reference)")
-    if isinstance(value, float) and not math.isfinite(value):
-        name = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-        return {NON_FINITE_KEY: name}
-    if isinstance(value, dict):
-        if list(value) == [NON_FINITE_KEY]:
+        try:  # non-finite floats (or a cycle): jsonable spells the floats
+            text = dumps(value, where=what, sort_keys=True)
+        except (TypeError, ValueError, RecursionError) as again:
+            raise _not_serialisable(what, again) from exc
+    if non_finite:
+        found = find_nonfinite_string(value, what)
+        if found is not None:
             raise StoreError(
-                f"{what} holds a dict whose only key is {NON_FINITE_KEY!r}, the stores' "
-                "spelling of a non-finite float; rename that key"
+                f"{found} is one of the strings 'nan', 'inf', '-inf', which the stores read back "
+                "as non-finite floats; store the float itself (math.nan, math.inf) or another "
+                "string"
             )
-        return {key: _encode_non_finite(item, what, depth + 1) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_encode_non_finite(item, what, depth + 1) for item in value]
-    return value
+    return text
 
 
 def _not_serialisable(what: str, exc: Exception) -> StoreError:
@@ -162,15 +121,13 @@ def _not_serialisable(what: str, exc: Exception) -> StoreError:
     )
 
 
-def loads_json(text: str | None) -> Any:
-    """Parse a JSON column; SQL NULL stays None and ``{"$float": "NaN"}`` becomes NaN."""
-    return None if text is None else json.loads(text, object_hook=_decode_non_finite)
-
-
-def _decode_non_finite(obj: dict[str, Any]) -> Any:
-    if len(obj) == 1 and NON_FINITE_KEY in obj and obj[NON_FINITE_KEY] in _NON_FINITE_NAMES:
-        return _NON_FINITE_NAMES[obj[NON_FINITE_KEY]]
-    return obj
+def loads_json(text: str | None, *, non_finite: bool = False) -> Any:
+    """Parse a JSON column; SQL NULL stays None. With ``non_finite`` (a column written by
+    ``dumps_json(..., non_finite=True)``), ``"nan"``, ``"inf"`` and ``"-inf"`` become floats."""
+    if text is None:
+        return None
+    value = json.loads(text)
+    return restore_floats(value) if non_finite else value
 
 
 def metric_value(value: Any, what: str) -> float:
@@ -378,7 +335,7 @@ def _table_names(conn: sqlite3.Connection) -> list[str]:
 
 
 def _check_foreign_keys(conn: sqlite3.Connection, path: Path, kind: str) -> None:
-    """A migration must leave no dangling reference (files from the guide, whose foreign
+    """A migration must leave no dangling reference (older files, whose foreign
     keys were inert, could hold some)."""
     problems: Sequence[Any] = conn.execute("PRAGMA foreign_key_check").fetchall()
     if problems:

@@ -4,71 +4,40 @@ The plugin collects them from here, whatever the user's rootdir or ``testpaths``
 ``modeltiers/<module>::<test>`` (the package's install path would make ids unreadable).
 
 Each suite module ``tierN.py`` marks all its tests ``tierN`` and nothing else carries a tier
-marker, so ``-m`` can rule a whole module out before it is imported: ``-m tier1`` then never
-imports tier 4's exporters or tier 5's statistics (seconds of onnx, scipy and pandas imports).
-This module imports only the standard library and pytest: the plugin loads it in every run.
+marker, so ``-m`` decides which tiers a run can select before any suite is imported: the
+extras those tiers need are checked then, and the start-up pre-filter leaves the other modules
+unimported. This module imports only the standard library and pytest: the plugin loads it in
+every run.
 """
 
 from __future__ import annotations
 
-import itertools
-import re
-from collections.abc import Callable
 from pathlib import Path
+
+from pytest_modeltiers.extras import tier_installed
+from pytest_modeltiers.startup import import_suite, may_select
 
 SUITES_DIR = Path(__file__).parent
 NODEID_PREFIX = "modeltiers/"
-SUITE_MODULES = ("tier1.py", "tier3.py", "tier4.py", "tier5.py")
+SUITE_TIERS = ("tier1", "tier3", "tier4", "tier5")
 
 
-_TIER_MARKER = re.compile(r"tier\d+")
-_IDENTIFIER = re.compile(r"[A-Za-z_][\w.:-]*")
-#: Beyond this many other marker names in ``-m``, every suite is collected (2**N evaluations).
-_MAX_OTHER_NAMES = 8
+def selected_tiers(markexpr: str = "") -> list[str]:
+    """The tiers whose tests ``-m markexpr`` can select (all of them without ``-m``)."""
+    return [tier for tier in SUITE_TIERS if may_select(markexpr, tier)]
 
 
 def suite_paths(markexpr: str = "") -> list[Path]:
-    """The suite modules whose tests ``-m markexpr`` can select (all of them without ``-m``)."""
-    return [
-        SUITES_DIR / name
-        for name in SUITE_MODULES
-        if not markexpr or _may_select(markexpr, Path(name).stem)
-    ]
+    """The suite modules to collect for ``-m markexpr``.
 
-
-def _may_select(markexpr: str, tier: str) -> bool:
-    """Whether some test marked ``tier`` (and any other markers) can satisfy ``markexpr``.
-
-    Tier names are decided (a test has its own tier and no other); every other marker name in
-    the expression may be present or not, so the module is ruled out only when no combination
-    of them selects it. When in doubt (an expression pytest will reject, a pytest without the
-    expression API, a very long expression) the module is collected and pytest decides.
+    A tier whose extra is missing is never imported: when ``-m`` can select it the run has
+    already been refused (``missing_extras_error``), so here it is one that ``-m`` rules out.
     """
-    try:
-        from _pytest.mark.expression import Expression
-
-        expression = Expression.compile(markexpr)
-    except (ImportError, SyntaxError):
-        return True
-    others = sorted(
-        {name for name in _IDENTIFIER.findall(markexpr) if not _TIER_MARKER.fullmatch(name)}
-        - {"and", "or", "not"}
-    )
-    if len(others) > _MAX_OTHER_NAMES:
-        return True
-    for values in itertools.product((False, True), repeat=len(others)):
-        if expression.evaluate(_matcher(tier, dict(zip(others, values, strict=True)))):
-            return True
-    return False
-
-
-def _matcher(tier: str, others: dict[str, bool]) -> Callable[..., bool]:
-    def matches(name: str, /, **kwargs: object) -> bool:
-        if _TIER_MARKER.fullmatch(name):
-            return name == tier and not kwargs
-        return others.get(name, True)
-
-    return matches
+    return [
+        SUITES_DIR / f"{tier}.py"
+        for tier in SUITE_TIERS
+        if import_suite(markexpr, tier) and tier_installed(tier)
+    ]
 
 
 def is_suite_nodeid(nodeid: str) -> bool:

@@ -28,7 +28,7 @@ from pytest_modeltiers.models.batches import batch_signature
 from pytest_modeltiers.options import OPTIONS, Option, default_profile
 from pytest_modeltiers.recorder import CheckRecorder
 from pytest_modeltiers.report import CheckResult
-from pytest_modeltiers.session import SESSION_KEY
+from pytest_modeltiers.settings import SETTINGS_KEY
 
 FAILURES_DIR = "modeltiers-failures"
 #: Options that say where the session writes its outputs or how it gates, not what a check
@@ -87,7 +87,7 @@ def expect(
 def model_frames(details: dict[str, Any]) -> list[str]:
     """``model.py:12: NameError: ...`` and the model's frames, pytest's short style, or none.
 
-    ``details`` are a check's (see ``checks.common.exception_details``); a failure that no
+    ``details`` are a check's (see ``models.exceptions.exception_details``); a failure that no
     exception of the model caused has no ``location`` and gets no lines.
     """
     location, frames = details.get("location"), details.get("user_frames")
@@ -133,11 +133,11 @@ def rerun_command(request: pytest.FixtureRequest) -> str:
     ``--flag=value`` so that pytest never takes a value for a path that picks the rootdir, then
     ``-m`` with the test's tier and a ``-k`` that selects this test alone.
     """
-    values = request.config.stash[SESSION_KEY].values
+    settings = request.config.stash[SETTINGS_KEY]
     args = [*_python(), "-m", "pytest"]
     for option in OPTIONS:
         if option.dest not in NOT_REPRODUCING:
-            args += _option_args(option, values.get(option.dest))
+            args += _option_args(option, getattr(settings, option.attribute))
     args += ["-p", "no:randomly", *_selection(request)]
     return shlex.join(args)
 
@@ -169,7 +169,7 @@ def _default_value(option: Option) -> Any:
     if option.dest == "modeltiers_profile":
         return default_profile({})
     if option.multiple:
-        return list(option.default or [])
+        return tuple(option.default or ())
     return option.default
 
 

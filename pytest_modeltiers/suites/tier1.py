@@ -10,7 +10,6 @@ mode first: the checks then find it there and skip switching it for every exampl
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import torch
@@ -23,6 +22,7 @@ from pytest_modeltiers.config.task_spec import TaskSpec
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.batches import DEFAULT_SEQ_LEN, make_batch
 from pytest_modeltiers.recorder import CheckRecorder
+from pytest_modeltiers.settings import Settings
 from pytest_modeltiers.strategies import batches
 from pytest_modeltiers.suites.support import expect
 
@@ -30,11 +30,6 @@ pytestmark = pytest.mark.tier1
 
 Batch = dict[str, torch.Tensor]
 REFERENCE_SEQ_LEN = 64
-
-
-def _max_batch(options: dict[str, Any]) -> int:
-    size: int = options["modeltiers_max_batch_size"]
-    return size
 
 
 def _reference_len(task: TaskSpec, cap: int = REFERENCE_SEQ_LEN) -> int | None:
@@ -93,11 +88,11 @@ def test_shape_robustness(
     adapter: TaskAdapter,
     task_spec: TaskSpec,
     modeltiers_check: CheckRecorder,
-    modeltiers_options: dict[str, Any],
+    modeltiers_settings: Settings,
 ) -> None:
     """Every batch size and sequence length gives the output shape the task promises."""
     model.eval()
-    max_batch = _max_batch(modeltiers_options)
+    max_batch = modeltiers_settings.max_batch_size
     for batch in _shape_sweep(task_spec, max_batch):
         expect(
             request, modeltiers_check, tier1.check_shape_robustness(model, adapter, batch), batch
@@ -117,11 +112,11 @@ def test_output_finite(
     adapter: TaskAdapter,
     task_spec: TaskSpec,
     modeltiers_check: CheckRecorder,
-    modeltiers_options: dict[str, Any],
+    modeltiers_settings: Settings,
 ) -> None:
     """No NaN or Inf for any input, the extreme token ids and pixel values included."""
     model.eval()
-    max_batch = _max_batch(modeltiers_options)
+    max_batch = modeltiers_settings.max_batch_size
     for batch in _edge_batches(task_spec, max_batch):
         expect(request, modeltiers_check, tier1.check_output_finite(model, adapter, batch), batch)
 
@@ -138,12 +133,12 @@ def test_gradient_flow(
     adapter: TaskAdapter,
     task_spec: TaskSpec,
     modeltiers_check: CheckRecorder,
-    modeltiers_options: dict[str, Any],
+    modeltiers_settings: Settings,
 ) -> None:
     """One backward pass of the task loss reaches every trainable parameter, finite and non-zero,
     on an unpadded batch and, for models that take ``attention_mask``, on a padded one."""
     length = _reference_len(task_spec, 16)
-    expected = modeltiers_options["modeltiers_expect_no_grad"]
+    expected = modeltiers_settings.expect_no_grad
     batch = make_batch(task_spec, 2, length, seed=0)
     result = tier1.check_gradient_flow(model, adapter, batch, expected_unused=expected)
     expect(request, modeltiers_check, result, batch)
@@ -183,10 +178,10 @@ def test_output_stability(
     adapter: TaskAdapter,
     task_spec: TaskSpec,
     modeltiers_check: CheckRecorder,
-    modeltiers_options: dict[str, Any],
+    modeltiers_settings: Settings,
 ) -> None:
     """Eval mode is deterministic; outputs neither collapse across inputs nor explode."""
-    size = max(2, min(4, _max_batch(modeltiers_options)))
+    size = max(2, min(4, modeltiers_settings.max_batch_size))
     inputs = [make_batch(task_spec, size, _reference_len(task_spec, 16), seed=s) for s in range(4)]
     result = tier1.check_output_stability(model, adapter, inputs)
     expect(request, modeltiers_check, result, inputs[0])
@@ -198,11 +193,11 @@ def test_batch_independence(
     adapter: TaskAdapter,
     task_spec: TaskSpec,
     modeltiers_check: CheckRecorder,
-    modeltiers_options: dict[str, Any],
+    modeltiers_settings: Settings,
 ) -> None:
     """Each example's output is the same alone as inside a batch."""
     model.eval()
-    max_batch = max(2, _max_batch(modeltiers_options))
+    max_batch = max(2, modeltiers_settings.max_batch_size)
 
     @given(batch=batches(task_spec, max_batch_size=max_batch, min_batch_size=2))
     def any_batch(batch: Batch) -> None:
@@ -218,13 +213,13 @@ def test_causal_masking(
     adapter: TaskAdapter,
     task_spec: TaskSpec,
     modeltiers_check: CheckRecorder,
-    modeltiers_options: dict[str, Any],
+    modeltiers_settings: Settings,
 ) -> None:
     """Changing tokens after position t never changes the outputs up to t (decoders only)."""
     model.eval()
     probe = make_batch(task_spec, 1, _reference_len(task_spec, 8), seed=0)
     expect(request, modeltiers_check, tier1.check_causal_masking(model, adapter, probe, position=0))
-    max_batch = _max_batch(modeltiers_options)
+    max_batch = modeltiers_settings.max_batch_size
 
     @given(
         batch=batches(task_spec, max_batch_size=max_batch, min_seq_len=2, padding=False),
@@ -251,14 +246,14 @@ def test_padding_invariance(
     adapter: TaskAdapter,
     task_spec: TaskSpec,
     modeltiers_check: CheckRecorder,
-    modeltiers_options: dict[str, Any],
+    modeltiers_settings: Settings,
 ) -> None:
     """Right padding with mask 0 leaves the outputs of real positions unchanged."""
     model.eval()
     probe = make_batch(task_spec, 1, _reference_len(task_spec, 8), seed=0)
     expect(request, modeltiers_check, tier1.check_padding_invariance(model, adapter, probe, pad=1))
     longest = task_spec.max_seq_len or 2
-    max_batch = _max_batch(modeltiers_options)
+    max_batch = modeltiers_settings.max_batch_size
 
     @given(
         batch=batches(
@@ -298,11 +293,11 @@ def test_memory_footprint(
     adapter: TaskAdapter,
     task_spec: TaskSpec,
     modeltiers_check: CheckRecorder,
-    modeltiers_options: dict[str, Any],
+    modeltiers_settings: Settings,
 ) -> None:
     """Parameter, buffer and peak activation memory of a reference batch, within the budget."""
-    batch = make_batch(task_spec, _max_batch(modeltiers_options), _reference_len(task_spec))
-    budget = modeltiers_options["modeltiers_memory_budget"]
+    batch = make_batch(task_spec, modeltiers_settings.max_batch_size, _reference_len(task_spec))
+    budget = modeltiers_settings.memory_budget
     result = tier1.check_memory_footprint(model, adapter, batch, budget_mb=budget)
     expect(request, modeltiers_check, result, batch)
 
@@ -325,10 +320,10 @@ def test_inference_speed(
     adapter: TaskAdapter,
     task_spec: TaskSpec,
     modeltiers_check: CheckRecorder,
-    modeltiers_options: dict[str, Any],
+    modeltiers_settings: Settings,
 ) -> None:
     """Median and p95 latency and throughput after warm-up, within the budget."""
     batch = make_batch(task_spec, 1, _reference_len(task_spec))
-    budget = modeltiers_options["modeltiers_latency_budget"]
+    budget = modeltiers_settings.latency_budget
     result = tier1.check_inference_speed(model, adapter, batch, budget_ms=budget)
     expect(request, modeltiers_check, result, batch)

@@ -13,7 +13,6 @@ fixture: Lightning, the task's shipped dataset, a few seconds on CPU).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import torch
@@ -25,6 +24,7 @@ from pytest_modeltiers.config.task_spec import TaskSpec
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.batches import make_batch
 from pytest_modeltiers.recorder import CheckRecorder
+from pytest_modeltiers.settings import Settings
 from pytest_modeltiers.suites.support import expect
 
 pytestmark = pytest.mark.tier3
@@ -41,9 +41,9 @@ def _batch(task: TaskSpec, seed: int) -> Batch:
     return make_batch(task, BATCH_SIZE, length, seed=seed)
 
 
-def _overfit_steps(options: dict[str, Any]) -> int:
+def _overfit_steps(settings: Settings) -> int:
     """``--modeltiers-overfit-steps``, else the check's own default."""
-    steps: int | None = options["modeltiers_overfit_steps"]
+    steps = settings.overfit_steps
     return tier3.OVERFIT_MAX_STEPS if steps is None else steps
 
 
@@ -53,12 +53,12 @@ def test_overfit_single_batch(
     adapter: TaskAdapter,
     task_spec: TaskSpec,
     modeltiers_check: CheckRecorder,
-    modeltiers_options: dict[str, Any],
+    modeltiers_settings: Settings,
 ) -> None:
     """The loss on one fixed batch halves within a bounded number of AdamW steps."""
     batch = _batch(task_spec, 0)
     result = tier3.check_overfit_single_batch(
-        model, adapter, batch, max_steps=_overfit_steps(modeltiers_options)
+        model, adapter, batch, max_steps=_overfit_steps(modeltiers_settings)
     )
     expect(request, modeltiers_check, result, batch)
 

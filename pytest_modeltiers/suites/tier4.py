@@ -10,19 +10,12 @@ checker on the artifacts and writes its report next to them.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_modeltiers.checks import tier4
-from pytest_modeltiers.checks.common import (
-    describe_exception,
-    describe_model_exception,
-    exception_details,
-)
 from pytest_modeltiers.config.task_spec import TaskSpec
 from pytest_modeltiers.export.cache import ExportCache, ExportOutcome
 from pytest_modeltiers.export.shapes import (
@@ -33,9 +26,14 @@ from pytest_modeltiers.export.shapes import (
     sweep_batch,
 )
 from pytest_modeltiers.models.adapters import TaskAdapter
+from pytest_modeltiers.models.exceptions import (
+    describe_exception,
+    describe_model_exception,
+    exception_details,
+)
 from pytest_modeltiers.recorder import CheckRecorder
 from pytest_modeltiers.report import CheckResult
-from pytest_modeltiers.session import SESSION_KEY
+from pytest_modeltiers.settings import SETTINGS_KEY, Settings
 from pytest_modeltiers.suites.support import expect
 
 pytestmark = pytest.mark.tier4
@@ -46,12 +44,8 @@ Batch = dict[str, torch.Tensor]
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """``test_export`` and ``test_export_parity`` run once per format of ``--export-formats``."""
     if "export_format" in metafunc.fixturenames:
-        formats = list(metafunc.config.stash[SESSION_KEY].values["modeltiers_export_formats"])
+        formats = list(metafunc.config.stash[SETTINGS_KEY].export_formats)
         metafunc.parametrize("export_format", formats, ids=formats, scope="session")
-
-
-def _formats(options: dict[str, Any]) -> list[str]:
-    return list(options["modeltiers_export_formats"])
 
 
 def _cause(outcome: ExportOutcome) -> str:
@@ -73,7 +67,7 @@ def test_export_parity(
     task_spec: TaskSpec,
     adapter: TaskAdapter,
     modeltiers_check: CheckRecorder,
-    modeltiers_options: dict[str, Any],
+    modeltiers_settings: Settings,
 ) -> None:
     """The loaded artifact matches eager PyTorch at every shape of the sweep and drawn ones."""
     fmt = exported_model.format
@@ -101,7 +95,7 @@ def test_export_parity(
         run_eager=cache.reference,
         prepare=lambda batch: adapter.prepare_inputs(batch, task_spec),
     )
-    max_batch: int = modeltiers_options["modeltiers_max_batch_size"]
+    max_batch = modeltiers_settings.max_batch_size
     for seed, shape in enumerate(fixed_sweep(task_spec, signature, max_batch)):
         batch = sweep_batch(task_spec, shape, seed=seed)
         expect(request, modeltiers_check, sweep.check(batch), batch)
@@ -120,23 +114,23 @@ def test_export_latency(
     task_spec: TaskSpec,
     adapter: TaskAdapter,
     modeltiers_check: CheckRecorder,
-    modeltiers_options: dict[str, Any],
+    modeltiers_settings: Settings,
 ) -> None:
     """Median and p90 latency of every artifact at two shapes, and its speed-up over eager."""
     cache = modeltiers_exports
     runners, missing = {}, {}
-    for fmt in _formats(modeltiers_options):
+    for fmt in modeltiers_settings.export_formats:
         outcome = cache.outcome(fmt)
         if outcome.ok and outcome.runner is not None:
             runners[fmt] = outcome.runner
         else:
             missing[fmt] = f"test_export[{fmt}] failed"
-    shapes = latency_inputs(task_spec, adapter, modeltiers_options["modeltiers_max_batch_size"])
+    shapes = latency_inputs(task_spec, adapter, modeltiers_settings.max_batch_size)
     result = tier4.check_export_latency(
         runners,
         cache.reference,
         shapes,
-        budget_ms=modeltiers_options["modeltiers_export_latency_budget"],
+        budget_ms=modeltiers_settings.export_latency_budget,
         missing=missing,
     )
     expect(request, modeltiers_check, result)
@@ -148,7 +142,7 @@ def test_quantized_parity(
     task_spec: TaskSpec,
     adapter: TaskAdapter,
     modeltiers_check: CheckRecorder,
-    modeltiers_options: dict[str, Any],
+    modeltiers_settings: Settings,
 ) -> None:
     """The int8 artifact stays close to the fp32 model and mostly predicts the same class."""
     cache = modeltiers_exports
@@ -192,7 +186,7 @@ def test_quantized_parity(
             "int8_ops": quantized.artifact.details.get("int8_ops", []),
         },
     )
-    max_batch: int = modeltiers_options["modeltiers_max_batch_size"]
+    max_batch = modeltiers_settings.max_batch_size
     for seed, shape in enumerate(fixed_sweep(task_spec, signature, max_batch)):
         batch = sweep_batch(task_spec, shape, seed=seed)
         expect(request, modeltiers_check, sweep.check(batch), batch)
@@ -204,7 +198,7 @@ def test_export_health(
     task_spec: TaskSpec,
     adapter: TaskAdapter,
     modeltiers_check: CheckRecorder,
-    modeltiers_options: dict[str, Any],
+    modeltiers_settings: Settings,
 ) -> None:
     """The export health checker's three stages pass on the model and its artifacts.
 
@@ -212,10 +206,10 @@ def test_export_health(
     it, so the health report skips that format's validation with a reference to it rather than
     failing a second time for the same missing file.
     """
-    from pytest_modeltiers.export.health import ExportHealthChecker
+    from pytest_modeltiers.checks.export_health import ExportHealthChecker
 
     cache = modeltiers_exports
-    formats = _formats(modeltiers_options)
+    formats = list(modeltiers_settings.export_formats)
     unavailable = {}
     for fmt in formats:
         outcome = cache.outcome(fmt)

@@ -1,22 +1,7 @@
 """Tier 5: is the model still good in the world?
 
-The evaluation (``--eval-data``, else the task's held-out test split) runs once per model and
-is shared by ``test_eval_metrics`` and ``test_baseline_regression``; the current data's profile
-(``--current-data``, else the test split) once and is shared by the two drift tests. Results go
-to the experiment database (``--experiment-db``, else a temporary one for the session):
-``test_eval_metrics`` records a run with the metrics, the evaluated data's profile (a reference
-for later sessions: ``--reference-profile RUN_ID``) and, with a real database, the model's
-weights as a checkpoint (a baseline for later sessions: ``--baseline-run RUN_ID``).
-``test_retraining_triggers`` runs last: the session-scoped ``retraining_report`` fixture
-evaluates the configured triggers (``--retraining-policy``, ``--retraining-gate``) on those
-results (the evaluation metrics, the drift of the current data against the reference, the
-current data's volume; baselines from ``--baseline-run`` or the ``--model-registry``'s
-production model) and writes the report next to the health report.
-
-A test with nothing to judge (no baseline, no reference profile, no trigger data) is skipped
-with the reason and ``details["no_data"]``, never passed; ``--modeltiers-require`` names the
-inputs whose absence fails instead. Bad input files are refused before collection
-(``pytest_modeltiers.tier5_inputs``).
+A test with nothing to judge is skipped with the reason, never passed;
+``--modeltiers-require`` makes a missing input fail instead.
 """
 
 from __future__ import annotations
@@ -34,29 +19,29 @@ from pytest_modeltiers.atomic import atomic_write
 from pytest_modeltiers.checks import tier5
 from pytest_modeltiers.config._util import read_json_object
 from pytest_modeltiers.config.eval_config import EvalConfig
+from pytest_modeltiers.drift.distribution import INPUT, OUTPUT, Profile, compare_profiles
+from pytest_modeltiers.drift.distribution import compute_profile as _compute_profile
+from pytest_modeltiers.drift.profile_io import (
+    log_profile_to_db,
+    resolve_reference_profile,
+)
 from pytest_modeltiers.errors import ConfigError, ModelTiersError
-from pytest_modeltiers.models.loader import LoadedModel
-from pytest_modeltiers.monitoring.evaluation import (
+from pytest_modeltiers.evaluation.held_out import (
     EvalResult,
     eval_dataloader,
     resolve_eval_dataset,
     run_evaluation,
 )
-from pytest_modeltiers.monitoring.profile_io import (
-    log_profile_to_db,
-    resolve_reference_profile,
-)
-from pytest_modeltiers.monitoring.profiles import INPUT, OUTPUT, Profile, compare_profiles
-from pytest_modeltiers.monitoring.profiles import compute_profile as _compute_profile
-from pytest_modeltiers.monitoring.regression import compare_results
-from pytest_modeltiers.monitoring.triggers import evaluate_retraining
-from pytest_modeltiers.monitoring.triggers_config import PRESETS
-from pytest_modeltiers.monitoring.triggers_report import RetrainingReport
+from pytest_modeltiers.evaluation.regression import compare_results
+from pytest_modeltiers.models.loader import LoadedModel
 from pytest_modeltiers.recorder import CheckRecorder
 from pytest_modeltiers.report import CheckResult
-from pytest_modeltiers.session import SESSION_KEY
+from pytest_modeltiers.settings import Settings
 from pytest_modeltiers.store.experiment_db import ExperimentDB
 from pytest_modeltiers.suites.support import expect
+from pytest_modeltiers.triggers.config import PRESETS
+from pytest_modeltiers.triggers.manager import evaluate_retraining
+from pytest_modeltiers.triggers.report import RetrainingReport
 
 pytestmark = pytest.mark.tier5
 
@@ -77,7 +62,7 @@ class Tier5State:
     """Everything tier 5 computes once per model and shares between its tests."""
 
     loaded: LoadedModel
-    options: dict[str, Any]
+    settings: Settings
     db_path: Path
     persistent_db: bool
     _model: torch.nn.Module | None = None
@@ -109,7 +94,7 @@ class Tier5State:
     def batches(self) -> tuple[list[Batch], str]:
         """The evaluation batches, drawn once so every model sees the same ones."""
         if self._batches is None:
-            path = self.options.get("modeltiers_eval_data")
+            path = self.settings.eval_data
             config = self.eval_config()
             dataset, self._data = resolve_eval_dataset(self.loaded.task, config, path=path)
             self._batches = [dict(b) for b in eval_dataloader(dataset, config)]
@@ -117,7 +102,7 @@ class Tier5State:
 
     def eval_config(self) -> EvalConfig | None:
         """``--eval-config``: which data, how much of it and how batched (None: the defaults)."""
-        path = self.options.get("modeltiers_eval_config")
+        path = self.settings.eval_config
         if path is None:
             return None
         if self._eval_config is None:
@@ -178,7 +163,7 @@ class Tier5State:
     def current_profile(self) -> Profile:
         if self._current is None:
             task = self.loaded.task
-            path = self.options.get("modeltiers_current_data")
+            path = self.settings.current_data
             dataset, where = resolve_eval_dataset(task, path=path)
             self._current_count = len(dataset) if isinstance(dataset, Sized) else None
             self._current = _compute_profile(
@@ -187,11 +172,11 @@ class Tier5State:
         return self._current
 
     def reference_profile(self) -> tuple[Profile, str] | None:
-        spec = self.options.get("modeltiers_reference_profile")
+        spec = self.settings.reference_profile
         if spec is None:
             return None
         if self._reference is None:
-            db = self.options.get("modeltiers_experiment_db")
+            db = self.settings.experiment_db
             self._reference = resolve_reference_profile(spec, db_path=db)
         return self._reference
 
@@ -205,33 +190,33 @@ def _save_weights(model: torch.nn.Module, path: Path) -> Path:
 @pytest.fixture(scope="session")
 def _tier5(
     modeltiers_loaded_model: LoadedModel,
-    modeltiers_options: dict[str, Any],
+    modeltiers_settings: Settings,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Tier5State:
-    configured = modeltiers_options.get("modeltiers_experiment_db")
+    configured = modeltiers_settings.experiment_db
     if configured:
         db_path, persistent = Path(configured), True
     else:
         db_path, persistent = tmp_path_factory.mktemp("tier5") / "experiments.db", False
-    return Tier5State(modeltiers_loaded_model, modeltiers_options, db_path, persistent)
+    return Tier5State(modeltiers_loaded_model, modeltiers_settings, db_path, persistent)
 
 
 def _failed(name: str, exc: Exception) -> CheckResult:
     return CheckResult.failed(name, tier5.TIER, str(exc))
 
 
-def _required(options: dict[str, Any], requirement: str) -> bool:
+def _required(settings: Settings, requirement: str) -> bool:
     """Whether ``--modeltiers-require`` names ``requirement`` (a missing input then fails)."""
-    return requirement in options.get("modeltiers_require", ())
+    return requirement in settings.require
 
 
 def _shipped_data_refused(state: Tier5State, name: str) -> CheckResult | None:
     """With ``--modeltiers-require tier5.eval-data``, a failure when no data of the user's own
     was given (the check would evaluate the task's shipped test split)."""
-    if not _required(state.options, "tier5.eval-data"):
+    if not _required(state.settings, "tier5.eval-data"):
         return None
     config = state.eval_config()
-    if state.options.get("modeltiers_eval_data") or (
+    if state.settings.eval_data or (
         config is not None and Path(config.dataset_id).suffix.lower() in (".pt", ".jsonl")
     ):
         return None
@@ -323,13 +308,13 @@ def _state_dict_of(data: Any) -> dict[str, Any]:
     )
 
 
-def _production_baseline(options: dict[str, Any]) -> Baseline | None:
+def _production_baseline(settings: Settings) -> Baseline | None:
     """The model registry's ``production`` version as the baseline, when a registry is set.
 
-    Reads the registry named by the ``modeltiers_registry`` option (wired by the option that
-    introduces the registry); without one there is no production baseline and the caller skips.
+    Reads the registry named by ``--model-registry``; without one there is no production
+    baseline and the caller skips.
     """
-    registry_path = options.get("modeltiers_registry")
+    registry_path = settings.registry
     if not registry_path:
         return None
     from pytest_modeltiers.store.model_registry import ModelRegistry
@@ -344,10 +329,10 @@ def _production_baseline(options: dict[str, Any]) -> Baseline | None:
 
 
 def _baseline(state: Tier5State) -> Baseline | None:
-    run = state.options.get("modeltiers_baseline_run")
+    run = state.settings.baseline_run
     if run is None:
-        return _production_baseline(state.options)
-    db_option = state.options.get("modeltiers_experiment_db")
+        return _production_baseline(state.settings)
+    db_option = state.settings.experiment_db
     if not db_option:
         raise ModelTiersError(
             f"--baseline-run {run} names a run of the experiment database, but no database is "
@@ -398,7 +383,7 @@ def test_baseline_regression(
                 missing="baseline",
                 message=message,
                 requirement="tier5.baseline",
-                required=_required(_tier5.options, "tier5.baseline"),
+                required=_required(_tier5.settings, "tier5.baseline"),
             )
             expect(request, modeltiers_check, missing)
             return
@@ -419,7 +404,7 @@ def test_baseline_regression(
         )
         _tier5.baseline_metrics = dict(base.metrics)
         comparison = compare_results(
-            base, candidate, tolerance=_tier5.options["modeltiers_regression_tolerance"]
+            base, candidate, tolerance=_tier5.settings.regression_tolerance
         )
         if baseline.run_id is not None:
             _tier5.db.create_comparison(
@@ -447,7 +432,7 @@ def _drift_test(
 ) -> None:
     __tracebackhide__ = True
     try:
-        required = _required(state.options, "tier5.reference")
+        required = _required(state.settings, "tier5.reference")
         loaded = state.reference_profile()
         if loaded is None:
             message = (
@@ -483,7 +468,7 @@ def _drift_test(
             reference,
             state.current_profile(),
             group=group,
-            alpha=state.options["modeltiers_drift_alpha"],
+            alpha=state.settings.drift_alpha,
         )
     except ModelTiersError as exc:
         expect(request, recorder, _failed(name, exc))
@@ -519,9 +504,9 @@ def test_prediction_drift(
 # --------------------------------------------------------------------------- retraining
 
 
-def _retraining_paths(options: dict[str, Any], model_key: str | None) -> tuple[Path, Path] | None:
+def _retraining_paths(settings: Settings, model_key: str | None) -> tuple[Path, Path] | None:
     """``retraining[-MODEL].json`` and ``.md`` next to ``--modeltiers-report``, if one is set."""
-    health = options.get("modeltiers_report")
+    health = settings.report
     if not health:
         return None
     stem = "retraining" if model_key is None else f"retraining-{model_key}"
@@ -530,8 +515,8 @@ def _retraining_paths(options: dict[str, Any], model_key: str | None) -> tuple[P
 
 
 def _policy(policy: str, evaluation: EvalResult) -> str | dict[str, Any]:
-    """A preset watches the evaluation's primary metric (the guide's presets watch val/loss,
-    which tier 5 does not produce); a policy file is used as written."""
+    """A preset watches the evaluation's primary metric (the presets' own val/loss
+    is not something tier 5 produces); a policy file is used as written."""
     if policy not in PRESETS:
         return policy
     metric = f"eval/{evaluation.primary_metric}"
@@ -549,23 +534,23 @@ def retraining_report(_tier5: Tier5State, modeltiers_model_key: str | None) -> R
     triggers that need K consecutive windows persist in the experiment database per model.
     Written next to the health report when ``--modeltiers-report`` is set.
     """
-    options = _tier5.options
+    settings = _tier5.settings
     registry = None
     try:
-        if options.get("modeltiers_registry"):
+        if settings.registry:
             from pytest_modeltiers.store.model_registry import ModelRegistry
 
-            registry = ModelRegistry(options["modeltiers_registry"])
+            registry = ModelRegistry(settings.registry)
         loaded = _tier5.reference_profile()
         drift = None
         if loaded is not None:
             drift = compare_profiles(
-                loaded[0], _tier5.current_profile(), alpha=options["modeltiers_drift_alpha"]
+                loaded[0], _tier5.current_profile(), alpha=settings.drift_alpha
             )
         else:
             _tier5.current_profile()
         report = evaluate_retraining(
-            _policy(options["modeltiers_retraining_policy"], _tier5.evaluation()),
+            _policy(settings.retraining_policy, _tier5.evaluation()),
             current_metrics=_tier5.evaluation().metrics,
             baseline_metrics=_tier5.baseline_metrics,
             split="eval",
@@ -575,7 +560,7 @@ def retraining_report(_tier5: Tier5State, modeltiers_model_key: str | None) -> R
             model_registry=registry,
             model_name=_tier5.loaded.name if registry is not None else None,
             scope=f"tier5.{_tier5.loaded.name}",
-            gate=options.get("modeltiers_retraining_gate"),
+            gate=settings.retraining_gate,
         )
     except ModelTiersError as exc:
         problem = f"the retraining triggers could not be evaluated: {exc}"
@@ -583,7 +568,7 @@ def retraining_report(_tier5: Tier5State, modeltiers_model_key: str | None) -> R
         problem = ""
     if problem:
         pytest.fail(problem, pytrace=False)
-    paths = _retraining_paths(options, modeltiers_model_key)
+    paths = _retraining_paths(settings, modeltiers_model_key)
     if paths is not None:
         paths[0].parent.mkdir(parents=True, exist_ok=True)
         report.to_json(paths[0])
@@ -596,13 +581,12 @@ def test_retraining_triggers(
     retraining_report: RetrainingReport,
     modeltiers_check: CheckRecorder,
     modeltiers_model_key: str | None,
+    modeltiers_settings: Settings,
 ) -> None:
     """The retraining decision: fails when the report's severity reaches the gate; skipped
     when no trigger had its data (``--modeltiers-require tier5.triggers`` fails it instead)."""
-    values = request.config.stash[SESSION_KEY].values
-    paths = _retraining_paths(values, modeltiers_model_key)
+    paths = _retraining_paths(modeltiers_settings, modeltiers_model_key)
     written = str(paths[0]) if paths is not None else None
-    result = tier5.check_retraining(
-        retraining_report, written_to=written, require_data=_required(values, "tier5.triggers")
-    )
+    required = _required(modeltiers_settings, "tier5.triggers")
+    result = tier5.check_retraining(retraining_report, written_to=written, require_data=required)
     expect(request, modeltiers_check, result)

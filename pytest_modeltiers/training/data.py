@@ -1,27 +1,6 @@
 """The data of a training run: the task's shipped dataset, or the user's Dataset or DataLoader.
 
 PYTEST_DONT_REWRITE
-
-``resolve_data(dataset, task, config, eval_config)`` accepts:
-
-- ``None``: the task's shipped dataset (``datasets.task_dataset``), ``train`` split for
-  training and ``validation`` for validation, generated at ``max_train_samples`` /
-  ``max_val_samples`` examples when those are set (else the default sizes).
-- a ``Dataset``: split deterministically (by ``random_seed``) into training and validation by
-  ``validation_split``; ``validation_split=0`` means no validation.
-- a ``DataLoader``: used as it is for training (its batch size and sampler are the user's), with
-  no validation.
-- a mapping ``{"train": X, "validation": Y}`` (``"val"`` also accepted), each a Dataset or a
-  DataLoader; ``validation`` may be left out.
-
-Loaders built here (from datasets) shuffle with a ``DistributedSampler`` seeded by
-``random_seed``: Lightning calls its ``set_epoch``, so the order of every epoch depends on the
-seed and the epoch only. That makes a resumed run see exactly the batches the uninterrupted
-run saw, and it splits the data between processes under DDP. A user's DataLoader is left to
-Lightning, which adds a distributed sampler when several processes train.
-
-Without validation data there is no ``val/loss``: no early stopping, the "best" checkpoint is
-the last one, and ``eval_summary`` is computed on the training data (its ``split`` says so).
 """
 
 from __future__ import annotations
@@ -88,7 +67,7 @@ def _check_source(value: Any, what: str) -> Source:
 def resolve_data(
     dataset: Any, task: TaskSpec, config: TrainingConfig, eval_config: EvalConfig | None = None
 ) -> RunData:
-    """The run's training and validation sources (see the module docstring)."""
+    """The run's training and validation sources."""
     if dataset is None:
         from pytest_modeltiers.datasets import task_dataset
 

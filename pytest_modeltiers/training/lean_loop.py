@@ -2,34 +2,8 @@
 
 PYTEST_DONT_REWRITE
 
-Tier 3's sanity checks (overfit one batch, gradient accumulation, resume, seed reproducibility)
-need a handful of optimizer steps, and importing Lightning costs seconds (DESIGN §4), so they
-run on this loop. It calls the model only through its ``TaskAdapter`` (``forward`` then
-``loss``), like every other check, so any model the adapters support trains here unchanged.
-
-Decisions:
-
-- **Gradient accumulation.** ``LeanLoop.step`` takes a list of micro-batches and makes one
-  optimizer step. Each micro-batch's loss is scaled by its share of the examples
-  (``n_i / sum(n)``; ``1/k`` for ``k`` equal micro-batches) before ``backward``, so the
-  accumulated gradient is the gradient of the example-weighted mean loss. For equal-sized
-  micro-batches *without padding* that equals the full batch's loss: the adapters' losses are
-  means over examples (classification, vision) or over real tokens (LM, seq2seq), and equal
-  micro-batches without padding hold equal token counts. With padding, per-micro-batch token
-  means weighted by examples differ from the full batch's token mean; that is a property of
-  mean losses, not a bug, and ``split_batch`` callers should avoid it when they compare.
-- **Checkpoints hold only tensors and primitive containers** (dicts, lists, tuples, numbers,
-  strings, None), so ``torch.load(path, weights_only=True)`` reads them: nothing in a
-  checkpoint can execute code when loaded. They carry the model's ``state_dict``, the
-  optimizer's and the scheduler's ``state_dict``, the step count and the RNG states (torch CPU,
-  CUDA when it is initialised, Python's ``random``, NumPy's legacy global generator when NumPy
-  is imported). NumPy's state array is stored as an int64 tensor for the same reason.
-- **Seeding** (``seed_everything``) seeds exactly the generators the checkpoint restores:
-  torch (CPU and CUDA), Python ``random`` and NumPy's global generator. Randomness drawn from
-  anywhere else (a private ``torch.Generator``, a time-based seed) is, by design, what tier 3's
-  seed-reproducibility check reports.
-- Nothing here copies the model: the loop trains the module it is given. The checks work on
-  copies so that the user's model is never changed.
+Tier 3's sanity checks need a handful of optimizer steps, and importing Lightning costs
+seconds, so they run on this loop; it calls the model only through its ``TaskAdapter``.
 """
 
 from __future__ import annotations
@@ -238,8 +212,8 @@ def _examples(batch: Batch) -> int:
 class LeanLoop:
     """Optimizer steps over ``adapter.forward`` and ``adapter.loss``, in train mode.
 
-    ``step(micro_batches)`` accumulates the micro-batches' gradients (see the module docstring
-    for the scaling), steps the optimizer and the scheduler once, clears the gradients and
+    ``step(micro_batches)`` accumulates the micro-batches' gradients (each scaled by
+    its share of the examples), steps the optimizer and the scheduler once, clears the gradients and
     returns the example-weighted mean loss.
     """
 

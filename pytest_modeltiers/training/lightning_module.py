@@ -2,32 +2,8 @@
 
 PYTEST_DONT_REWRITE
 
-This module imports Lightning at module level, so only ``run_training`` imports it, inside the
-function: importing the package, the plugin or the tier 3 suite never pays Lightning's seconds
-of start-up (DESIGN §4).
-
-- ``AdapterModule`` trains the user's model through its ``TaskAdapter`` (``forward`` then
-  ``loss``: the same calls as every check), with AdamW and the configured warm-up and schedule
-  stepped per optimizer step. It builds its own data loaders once the trainer knows the
-  process's rank, and adds the RNG states to each checkpoint (Lightning's checkpoints do not
-  carry them) so a resumed run draws the same dropout masks as an uninterrupted one. After
-  each backward it stops the run with ``NonFiniteTrainingError`` at the first non-finite
-  training loss or gradient, before the optimizer applies it (once NaN reaches the weights,
-  every later step is NaN too and the cause is lost), naming the step, the loss and the first
-  parameter whose gradient is not finite. Under fp16 mixed precision only the loss is checked:
-  there non-finite gradients are routine, and the gradient scaler skips those steps. The
-  check costs one max-norm over the gradients and one device sync per backward.
-- ``RunRecorder`` keeps the metric history (saved in checkpoints, so it survives a resume) and
-  writes to the experiment database from the process of global rank 0 only: it registers the
-  run once the processes exist, broadcasts the run id and the run directory to every rank, hands
-  each epoch's metrics to one ``MetricsEngine.log_epoch`` (which stores them in one transaction
-  and raises alerts, kept for the results), and marks the run failed or interrupted if training
-  raises, with the exception (and a non-finite step's diagnosis) in the run's ``failure``
-  param.
-- ``quiet_lightning`` silences Lightning's informational logging ("GPU available: ...", tips)
-  and the warnings that are noise for the small runs this package makes (worker-count and
-  logging-interval hints, a deprecation inside Lightning itself, the notice that a resumed run
-  checkpoints to a new directory, which is by design), and nothing else.
+Lightning is imported at module level here, so only ``run_training`` imports this module,
+inside the function: the package, the plugin and the tier 3 suite never pay for it.
 """
 
 from __future__ import annotations
@@ -45,6 +21,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from pytest_modeltiers.evaluation.metrics_engine import MetricsEngine
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.training.checkpoints import CHECKPOINT_FORMAT, MODEL_PREFIX, SECTION
 from pytest_modeltiers.training.data import RunData, make_loader
@@ -59,7 +36,6 @@ from pytest_modeltiers.training.scoring import score_batch
 
 if TYPE_CHECKING:
     from pytest_modeltiers.config.training import TrainingConfig
-    from pytest_modeltiers.monitoring.metrics_engine import MetricsEngine
     from pytest_modeltiers.store.experiment_db import ExperimentDB
 
 __all__ = ["AdapterModule", "RunRecorder", "preserved_torch_globals", "quiet_lightning"]
@@ -125,7 +101,7 @@ def preserved_torch_globals() -> Iterator[None]:
 
 
 class AdapterModule(pl.LightningModule):
-    """The user's model trained through its adapter (see the module docstring)."""
+    """The user's model trained through its adapter."""
 
     def __init__(
         self,
@@ -329,8 +305,6 @@ class RunRecorder(Callback):
         return "ModelTiersRunRecorder"
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        from pytest_modeltiers.monitoring.metrics_engine import MetricsEngine
-
         self.rank = trainer.global_rank
         run_id = None
         if trainer.is_global_zero:

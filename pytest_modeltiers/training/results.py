@@ -3,10 +3,11 @@ and what it raises when training stops being finite.
 
 PYTEST_DONT_REWRITE
 
-``TrainingResults`` is a frozen dataclass that also reads like the guide's dict
-(``results["eval_summary"]``), and ``to_dict()`` gives everything but the model as plain JSON
-values (what ``modeltiers train`` prints). It has no Lightning or torch import, so the tier 3
-check and the CLI can handle results without paying for either.
+``TrainingResults`` is a frozen dataclass that also reads like a dict
+(``results["eval_summary"]``, the form older callers use), and ``to_dict()`` gives
+everything but the model as strict JSON values (what ``modeltiers train`` prints). It has
+no Lightning or torch import, so the tier 3 check and the CLI can handle results without
+paying for either.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_modeltiers.errors import ModelTiersError
+from pytest_modeltiers.jsonio import jsonable
 
 __all__ = ["NonFiniteTrainingError", "TrainingResults"]
 
@@ -95,17 +97,10 @@ class TrainingResults(Mapping[str, Any]):
         return len(self._keys())
 
     def to_dict(self) -> dict[str, Any]:
-        """Everything except the model, as JSON-serialisable values."""
-        return {name: _plain(getattr(self, name)) for name in self._keys() if name != "model"}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and value != value:  # NaN is not JSON
-        return None
-    if isinstance(value, float) and value in (float("inf"), float("-inf")):
-        return None
-    return value
+        """Everything except the model, as strict JSON values (``jsonio`` spells non-finite
+        floats)."""
+        return {
+            name: jsonable(getattr(self, name), where=f"TrainingResults.{name}")
+            for name in self._keys()
+            if name != "model"
+        }

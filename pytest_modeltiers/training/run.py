@@ -1,58 +1,6 @@
 """``run_training``: a real training run on Lightning, through the model's adapter.
 
 PYTEST_DONT_REWRITE
-
-``run_training(model, adapter, training_cfg, task_spec, eval_cfg, *, db=None, dataset=None)``
-trains ``model`` in place and returns ``TrainingResults`` (``results["eval_summary"]``, the
-metric history, the best checkpoint path, the run id). What each ``TrainingConfig`` field does:
-
-=============================== ==============================================================
-``strategy``, ``devices``,       Lightning's; guardrails in ``training.strategies`` (``ddp`` on
-``num_nodes``                   one process falls back to ``auto``, ``fsdp`` without several
-                                GPUs warns, no self-relaunch from pytest or notebooks)
-``precision``, ``use_amp``      Lightning's precision; ``use_amp=False`` forces ``32-true``
-``accumulate_grad_batches``     gradient accumulation (the same value as
-                                ``gradient_accumulation_steps``: the config keeps them equal)
-``max_grad_norm``               gradient clipping by global norm
-``learning_rate``,              AdamW; warm-up and decay per optimizer step
-``weight_decay``, schedule      (``training.schedule``)
-``epochs``                      ``max_epochs`` (a resumed run continues up to it)
-``early_stopping_patience``     epochs without a lower ``val/loss`` before stopping; 0 = off
-``save_every_n_epochs``,        a checkpoint every N epochs (at least once per run), plus
-``keep_best_only``              ``last.ckpt`` each epoch; ``keep_best_only`` keeps only the
-                                best by ``val/loss`` and no ``last.ckpt``
-``resume_from_checkpoint``      continue a run: model, optimizer, scheduler, epoch, step,
-                                callbacks and RNG states; read with ``weights_only=True``.
-                                The continuation is a new run (its own directory and DB
-                                run): the checkpoints it came from are never overwritten
-``random_seed``,                seeds torch, Python, NumPy (and data order); deterministic
-``deterministic``               kernels for the run (the process setting is restored after)
-``compile_mode`` (+ fullgraph,  ``torch.compile`` of the model for the training steps
-dynamic)
-``max_train_samples``,          size of the shipped dataset's splits (caps a user's Dataset)
-``max_val_samples``
-``batch_size``                  batch size of the loaders built here
-``checkpoint_dir``, ``run_name`` the run directory is ``checkpoint_dir/<run_name>-<UTC time>``
-                                unless ``run_dir`` is given
-=============================== ==============================================================
-
-``eval_cfg`` (default ``build_eval_config(training_cfg)``) sets the batch size and the example
-cap of the evaluations before and after training, and ``eval_on_start`` turns the first off.
-
-Every file the run writes lives under the run directory; Lightning's logger is off (no
-``lightning_logs`` in the working directory) and its informational output silenced; the
-progress bar shows only on a terminal. With ``db``, the process of global rank 0 registers the
-run, logs its params and each epoch's metrics, the best and last checkpoints as artifacts, and
-its final status; other ranks never write to it. A checkpoint in a temporary folder that the
-database is not in (``copy_checkpoints=None``), or any checkpoint (``copy_checkpoints=True``),
-is copied into the database's artifact folder rather than referenced (see
-``ExperimentDB.log_artifact``), and the run directory is then not recorded either: the
-database never points into a folder that will be deleted.
-
-A non-finite training loss or gradient stops the run at that step with
-``NonFiniteTrainingError`` (step, loss, first parameter with a non-finite gradient; see
-``training.lightning_module``). Any exception marks the DB run ``failed`` (``interrupted`` for
-Ctrl-C) with the exception, and that diagnosis, in its ``failure`` param.
 """
 
 from __future__ import annotations
@@ -68,16 +16,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from pytest_modeltiers.config.eval_config import build_eval_config
+from pytest_modeltiers.config.training import TrainingConfig
 from pytest_modeltiers.errors import ConfigError
+from pytest_modeltiers.evaluation.held_out import run_evaluation
 from pytest_modeltiers.training.checkpoints import model_state_dict, read_checkpoint
 from pytest_modeltiers.training.data import RunData, resolve_data
+from pytest_modeltiers.training.lightning_strategies import resolve_distribution, show_progress_bar
 from pytest_modeltiers.training.results import TrainingResults
-from pytest_modeltiers.training.strategies import resolve_distribution, show_progress_bar
 
 if TYPE_CHECKING:
     from pytest_modeltiers.config.eval_config import EvalConfig
     from pytest_modeltiers.config.task_spec import TaskSpec
-    from pytest_modeltiers.config.training import TrainingConfig
     from pytest_modeltiers.models.adapters import TaskAdapter
     from pytest_modeltiers.store.experiment_db import ExperimentDB
 
@@ -118,16 +68,12 @@ def _eval_batches(data: RunData, eval_cfg: EvalConfig) -> tuple[Any, str]:
 def _evaluate(
     model: nn.Module, adapter: TaskAdapter, task: TaskSpec, eval_cfg: EvalConfig, batches: Any
 ) -> dict[str, Any]:
-    """The task's metrics (``monitoring.evaluation``, shared with tier 5) and the data size."""
-    from pytest_modeltiers.monitoring.evaluation import run_evaluation
-
+    """The task's metrics (``evaluation.held_out``, shared with tier 5) and the data size."""
     result = run_evaluation(model, adapter, task, eval_cfg, batches)
     return {**result.metrics, "examples": result.n_examples}
 
 
 def _check_inputs(model: Any, config: Any) -> None:
-    from pytest_modeltiers.config.training import TrainingConfig
-
     if not isinstance(model, nn.Module):
         raise ConfigError(f"run_training needs an nn.Module, got {type(model).__name__}")
     if not isinstance(config, TrainingConfig):
@@ -153,7 +99,7 @@ def run_training(
     run_fields: Mapping[str, Any] | None = None,
     copy_checkpoints: bool | None = None,
 ) -> TrainingResults:
-    """Train ``model`` with Lightning as ``training_cfg`` says; see the module docstring.
+    """Train ``model`` with Lightning as ``training_cfg`` says.
 
     ``dataset``: None (the task's shipped dataset), a Dataset, a DataLoader, or
     ``{"train": ..., "validation": ...}`` (see ``training.data``). ``accelerator``: ``auto``,
@@ -167,8 +113,6 @@ def run_training(
     _check_inputs(model, training_cfg)
     config = training_cfg
     if eval_cfg is None:
-        from pytest_modeltiers.config.eval_config import build_eval_config
-
         eval_cfg = build_eval_config(config)
     distribution = resolve_distribution(config, accelerator)
     data = resolve_data(dataset, task_spec, config, eval_cfg)
@@ -183,7 +127,7 @@ def run_training(
         and (copy_checkpoints if copy_checkpoints is not None else db.must_copy(directory))
     )
 
-    # Lightning is imported here and only here (seconds of start-up, DESIGN §4).
+    # Lightning is imported here and only here: it costs seconds of start-up.
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 

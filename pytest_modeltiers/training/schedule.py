@@ -7,14 +7,6 @@ PYTEST_DONT_REWRITE
 closure so that the scheduler's ``state_dict`` holds its settings as plain numbers and strings
 (a checkpoint stays loadable with ``torch.load(weights_only=True)``) and so that it can be
 tested without an optimizer.
-
-- Warm-up: ``warmup_steps`` if the config sets it, else ``round(warmup_ratio * total_steps)``.
-  During warm-up the factor rises linearly to 1, reaching ``(s + 1) / (w + 1)`` at step ``s``,
-  so the first step already moves the weights (a factor of exactly 0 would waste it).
-- After warm-up, with ``p`` the fraction of the remaining steps done: ``linear`` decays to
-  ``min_lr_ratio`` as ``1 - p``, ``cosine`` as ``(1 + cos(pi p)) / 2``; ``constant_with_warmup``
-  stays at 1; ``constant`` has no warm-up at all.
-- ``use_lr_schedule=False`` means no scheduler: the learning rate never changes.
 """
 
 from __future__ import annotations

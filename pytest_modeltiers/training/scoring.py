@@ -1,19 +1,6 @@
 """Loss and accuracy of one batch during training, with the weight an epoch mean needs.
 
 PYTEST_DONT_REWRITE
-
-The adapters' losses are means over what they score: real target tokens for ``lm`` and
-``seq2seq``, examples for ``classification`` and ``vision``. Averaging per-batch means with
-equal weights would over-weight short batches, so every score carries ``count``, the number of
-things its loss averages over, and the Lightning module logs each batch with that weight: the
-epoch's ``val/loss`` is then the token (or example) mean over the whole validation set, the
-same quantity ``monitoring.evaluation.run_evaluation`` reports for the evaluations before and
-after training.
-
-Accuracy follows the adapter's scoring: next-token accuracy (shifted like the loss) over real
-tokens for ``lm``, token accuracy over real target positions for ``seq2seq``, and example
-accuracy for ``classification`` and ``vision``. A custom adapter of another family gets loss
-and perplexity only.
 """
 
 from __future__ import annotations

@@ -1,0 +1,299 @@
+"""``modeltiers train --config FILE``: train a model file on its task's data from a JSON config.
+
+PYTEST_DONT_REWRITE
+
+The config keys are the ``modeltiers train`` keys plus every ``TrainingConfig`` field.
+Everything is checked before anything is written (exit 2); a training failure exits 1. The
+package's modules are imported inside the functions, so ``--help`` never imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_modeltiers.config._util import did_you_mean, output_path_error, read_json_object
+from pytest_modeltiers.errors import ConfigError, ModelTiersError
+from pytest_modeltiers.jsonio import dumps
+
+if TYPE_CHECKING:
+    from pytest_modeltiers.models.loader import MetaProbe
+
+__all__ = ["CLI_KEYS", "TrainJob", "main_train", "prepare_job"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+#: Keys of the config file that are not ``TrainingConfig`` fields, with their expected types.
+CLI_KEYS: dict[str, tuple[type, ...]] = {
+    "model_file": (str,),
+    "model_path": (str,),
+    "gist_id": (str,),
+    "gist_revision": (str,),
+    "trust_model": (bool,),
+    "eval": (dict,),
+    "train_file": (str,),
+    "validation_file": (str,),
+    "output_dir": (str,),
+    "use_gpu": (bool,),
+    "log_to_db": (bool,),
+    "db_path": (str,),
+    "sweep_id": (str,),
+    "sweep_params": (dict,),
+}
+#: The command's defaults for keys the file leaves out (a short run).
+CLI_DEFAULTS: dict[str, Any] = {"epochs": 1, "batch_size": 2, "learning_rate": 5e-4}
+
+
+@dataclass
+class TrainJob:
+    """Everything a validated config asks for, ready to run."""
+
+    loaded: Any
+    training: Any
+    evaluation: Any
+    dataset: Any
+    db_path: Path | None
+    accelerator: str
+    run_fields: dict[str, Any]
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    names = {str: "a string", bool: "true or false", dict: "an object", int: "an integer"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _check_keys(data: Mapping[str, Any]) -> None:
+    from pytest_modeltiers.config.training import FIELD_NAMES
+
+    valid = (*CLI_KEYS, *FIELD_NAMES)
+    unknown = [key for key in data if key not in valid]
+    if unknown:
+        details = ", ".join(f"{key!r}{did_you_mean(str(key), valid)}" for key in unknown)
+        raise ConfigError(f"unknown config key(s): {details}")
+    for key, types in CLI_KEYS.items():
+        if key in data and data[key] is not None:
+            value = data[key]
+            if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+                raise ConfigError(
+                    f"{key} must be {_type_name(types)}, got {type(value).__name__} {value!r}"
+                )
+    sources = [k for k in ("model_file", "model_path", "gist_id") if data.get(k)]
+    if len(sources) != 1:
+        raise ConfigError(
+            "name the model with exactly one of model_file (a path to model.py), model_path "
+            f"(its alias) or gist_id; got {sources or 'none'}"
+        )
+
+
+def _model_spec(data: Mapping[str, Any]) -> str:
+    if data.get("gist_id"):
+        revision = data.get("gist_revision")
+        return f"gist:{data['gist_id']}" + (f"@{revision}" if revision else "")
+    path = Path(str(data.get("model_file") or data.get("model_path")))
+    if not path.is_file():
+        raise ConfigError(f"model_file {path} does not exist (paths are relative to {Path.cwd()})")
+    return str(path)
+
+
+def prepare_job(config_path: str | os.PathLike[str]) -> TrainJob:
+    """Read and check the config and load the model; ``ModelTiersError`` on any problem.
+
+    Writes nothing: the database and the run directory are created only by the run.
+    """
+    from pytest_modeltiers.config.eval_config import EvalConfig
+    from pytest_modeltiers.config.training import FIELD_NAMES, TrainingConfig
+    from pytest_modeltiers.models.loader import LoadRequest, load_model
+
+    data = read_json_object(config_path, ConfigError)
+    _check_keys(data)
+    _check_output_paths(data)
+    spec = _model_spec(data)
+    fields = {key: value for key, value in data.items() if key in FIELD_NAMES}
+    fields = {**CLI_DEFAULTS, **fields}
+    fields.setdefault("run_name", "cli-run")
+    fields["checkpoint_dir"] = str(data.get("output_dir") or "training_output")
+    training = TrainingConfig.from_dict(fields)  # every field rule, before the model loads
+    # The eval block's own rules too; its defaults depend on the task, set below.
+    EvalConfig.from_dict({"dataset_id": "checked-before-loading", **dict(data.get("eval") or {})})
+    resume = training.resume_from_checkpoint
+    if resume:
+        from pytest_modeltiers.training.checkpoints import read_checkpoint
+
+        read_checkpoint(resume)
+    options = []
+    if "vocab_size" in data and data["vocab_size"] is not None:
+        options.append(f"vocab_size={data['vocab_size']}")
+    if "max_seq_len" in data:
+        options.append(f"input_schema.max_seq_len={data['max_seq_len']}")
+    preflight = _MemoryPreflight(data, training)
+    request = LoadRequest(
+        spec=spec,
+        rootdir=Path.cwd(),
+        task=data.get("task_name"),
+        task_options=tuple(options),
+        trust=bool(data.get("trust_model", False)),
+        preflight=preflight,
+    )
+    loaded = load_model(request)
+    if "task_name" not in data:
+        training = TrainingConfig.from_dict({**training.to_dict(), "task_name": loaded.task.name})
+    eval_block = dict(data.get("eval") or {})
+    eval_block.setdefault("dataset_id", f"{loaded.task.name}_v1")
+    eval_block.setdefault("batch_size", max(2, training.batch_size))
+    if loaded.task.max_seq_len:
+        eval_block.setdefault("max_seq_length", loaded.task.max_seq_len)
+    evaluation = EvalConfig.from_dict(eval_block)
+    dataset = preflight.dataset if preflight.ran else _user_data(data, loaded.task)
+    log = bool(data.get("log_to_db", False))
+    db_path = Path(str(data.get("db_path") or "experiments.db")) if log else None
+    run_fields = {k: data[k] for k in ("sweep_id", "sweep_params") if data.get(k) is not None}
+    if data.get("gist_id"):
+        run_fields["gist_id"] = data["gist_id"]
+        run_fields["gist_revision"] = data.get("gist_revision")
+    return TrainJob(
+        loaded=loaded,
+        training=training,
+        evaluation=evaluation,
+        dataset=dataset,
+        db_path=db_path,
+        accelerator="auto" if data.get("use_gpu", True) else "cpu",
+        run_fields=run_fields,
+    )
+
+
+def _check_output_paths(data: Mapping[str, Any]) -> None:
+    """Refuse an output path that cannot be created (under a file, not writable) now, before
+    the model loads, rather than as a training failure after the database exists."""
+    outputs = [("output_dir", data.get("output_dir") or "training_output", True)]
+    if data.get("log_to_db"):
+        outputs.append(("db_path", data.get("db_path") or "experiments.db", False))
+    for key, value, folder in outputs:
+        if message := output_path_error(key, value, Path(value), folder=folder):
+            raise ConfigError(message)
+
+
+class _MemoryPreflight:
+    """A loader preflight that refuses a run needing more memory than the machine has.
+
+    The estimate (``models.memory_estimate``: parameters x 4 + buffers + activations x 2,
+    measured on PyTorch's meta device) uses a batch of ``batch_size`` examples (fewer when the
+    data has fewer) shaped like the run's first training example (the user's ``train_file`` or
+    the task's shipped data, loaded here once and kept for the run) and is compared with the
+    memory available now. A model that cannot be built on the meta device is not estimated,
+    and stderr says so.
+    """
+
+    def __init__(self, data: Mapping[str, Any], training: Any) -> None:
+        self.data = data
+        self.batch_size: int = training.batch_size
+        self.max_train_samples: int | None = training.max_train_samples
+        self.ran = False
+        self.dataset: Any = None
+
+    def __call__(self, probe: MetaProbe) -> None:
+        from pytest_modeltiers.datasets import DEFAULT_SIZES, task_dataset
+        from pytest_modeltiers.models.memory_estimate import (
+            available_memory,
+            estimate_training_memory,
+            format_bytes,
+        )
+
+        self.dataset = _user_data(self.data, probe.task)
+        self.ran = True
+        if probe.meta_model is None:
+            print(
+                f"modeltiers train: memory not estimated before building the model: "
+                f"{probe.meta_error}",
+                file=sys.stderr,
+            )
+            return
+        train = self.dataset["train"] if isinstance(self.dataset, dict) else self.dataset
+        example = (train if train is not None else task_dataset(probe.task, size=1))[0]
+        if train is None:  # the shipped data is generated at max_train_samples examples
+            examples = self.max_train_samples or DEFAULT_SIZES["train"]
+        else:
+            examples = min(len(train), self.max_train_samples or len(train))
+        rows = min(self.batch_size, examples)  # a batch never holds more than the data
+        estimate = estimate_training_memory(
+            probe.meta_model, probe.task, probe.adapter, rows, example
+        )
+        available = available_memory()
+        if available is not None and estimate.total_bytes > available:
+            raise ConfigError(
+                f"not enough memory: training this model at batch_size {self.batch_size} needs "
+                f"{estimate.describe()}; this machine has {format_bytes(available)} available. "
+                "Lower batch_size or max_seq_len, or train a smaller model"
+            )
+        if estimate.activation_bytes is None:
+            print(f"modeltiers train: memory estimate {estimate.describe()}", file=sys.stderr)
+
+
+def _user_data(data: Mapping[str, Any], task: Any) -> Any:
+    if not data.get("train_file"):
+        if data.get("validation_file"):
+            raise ConfigError("validation_file needs train_file (the shipped data has its own)")
+        return None
+    from pytest_modeltiers.datasets import load_dataset_file
+
+    train = load_dataset_file(str(data["train_file"]), task)
+    if not data.get("validation_file"):
+        return train
+    return {"train": train, "validation": load_dataset_file(str(data["validation_file"]), task)}
+
+
+def main_train(config_path: str | os.PathLike[str]) -> int:
+    """Run ``modeltiers train --config FILE``; the exit status (0 ok, 1 training failed, 2 bad
+    config)."""
+    try:
+        job = prepare_job(config_path)
+    except ModelTiersError as exc:
+        message = str(exc)
+        if not message.startswith(f"{config_path}: "):  # errors of reading it name it already
+            message = f"{config_path}: {message}"
+        print(f"modeltiers train: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    from pytest_modeltiers.extras import TIER_EXTRAS, install_command
+
+    train_extra = TIER_EXTRAS["tier3"]
+    if missing := train_extra.missing():
+        print(
+            f"modeltiers train: training needs {', '.join(missing)}, which is not installed; "
+            f"install it with {install_command([train_extra.name])}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    from pytest_modeltiers.training.run import run_training
+
+    db = None
+    try:
+        if job.db_path is not None:
+            from pytest_modeltiers.store.experiment_db import ExperimentDB
+
+            db = ExperimentDB(job.db_path)
+        results = run_training(
+            job.loaded.new_model(),
+            job.loaded.adapter,
+            job.training,
+            job.loaded.task,
+            job.evaluation,
+            db=db,
+            dataset=job.dataset,
+            accelerator=job.accelerator,
+            run_fields=job.run_fields,
+        )
+    except ModelTiersError as exc:
+        print(f"modeltiers train: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        print(f"modeltiers train: training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        if db is not None:
+            db.close()
+    if results.rank == 0:
+        print(dumps(results.to_dict(), indent=2))
+    return EXIT_OK
