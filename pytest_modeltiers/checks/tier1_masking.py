@@ -55,6 +55,37 @@ def mismatch(
     return bad, diff
 
 
+def _nondeterminism(
+    check: str,
+    model: nn.Module,
+    adapter: TaskAdapter,
+    batch: Batch,
+    reference: torch.Tensor,
+    details: dict[str, Any],
+    signature: str,
+    start: float,
+    atol: float,
+    rtol: float,
+) -> CheckResult | None:
+    """A failure that blames non-determinism, when the unchanged ``batch`` itself disagrees with
+    ``reference`` across repeated forwards: a difference found by the check would otherwise be
+    blamed on the mask or the padding."""
+    try:
+        difference = repeat_difference(model, adapter, batch, reference, atol=atol, rtol=rtol)
+    except Exception as exc:
+        return _exception_result(check, exc, "a repeated forward", batch, start)
+    if difference is None:
+        return None
+    judged = "causal masking" if check == CAUSAL else "padding invariance"
+    return CheckResult.failed(
+        check,
+        TIER,
+        not_deterministic_message(difference, signature, judged),
+        {**details, "nondeterministic": difference},
+        duration_seconds=elapsed(start),
+    )
+
+
 def _exception_result(
     check: str, exc: BaseException, what: str, batch: Batch, start: float
 ) -> CheckResult:
@@ -252,18 +283,11 @@ def check_causal_masking(
 
     # Before blaming the mask, make sure the model is deterministic in eval mode: a model
     # whose output changes between two identical calls would look like a leak.
-    try:
-        difference = repeat_difference(model, adapter, original, reference, atol=atol, rtol=rtol)
-    except Exception as exc:
-        return _exception_result(CAUSAL, exc, "a repeated forward", batch, start)
-    if difference is not None:
-        return CheckResult.failed(
-            CAUSAL,
-            TIER,
-            not_deterministic_message(difference, signature, "causal masking"),
-            {**details, "nondeterministic": difference},
-            duration_seconds=elapsed(start),
-        )
+    unstable = _nondeterminism(
+        CAUSAL, model, adapter, original, reference, details, signature, start, atol, rtol
+    )
+    if unstable is not None:
+        return unstable
 
     first = leaking[0]
     per_position = {str(j): float(diff_pos[:, j].max()) for j in leaking[:10]}
@@ -504,20 +528,11 @@ def check_padding_invariance(
             details,
             duration_seconds=elapsed(start),
         )
-    try:
-        difference = repeat_difference(
-            model, adapter, reference_batch, reference, atol=atol, rtol=rtol
-        )
-    except Exception as exc:
-        return _exception_result(PADDING, exc, "a repeated forward", reference_batch, start)
-    if difference is not None:
-        return CheckResult.failed(
-            PADDING,
-            TIER,
-            not_deterministic_message(difference, signature, "padding invariance"),
-            {**details, "nondeterministic": difference},
-            duration_seconds=elapsed(start),
-        )
+    unstable = _nondeterminism(
+        PADDING, model, adapter, reference_batch, reference, details, signature, start, atol, rtol
+    )
+    if unstable is not None:
+        return unstable
     bad_rows = [int(r) for r in torch.nonzero(bad_pos.reshape(rows, -1).any(dim=1)).flatten()]
     details["changed_rows"] = bad_rows
     where = ""
