@@ -27,6 +27,7 @@ from pytest_modeltiers.export.formats import (
 )
 
 PROFILES = ("fast", "ci", "thorough")
+SANDBOX_MODES = ("auto", "on", "off")
 
 
 class OptionValueError(ValueError):
@@ -297,6 +298,18 @@ OPTIONS: tuple[Option, ...] = (
         "file-write capabilities in it",
         flag=True,
         default=False,
+    ),
+    Option(
+        ("--modeltiers-sandbox",),
+        "modeltiers_sandbox",
+        "confine the process with Landlock before the model file runs (writes only to the "
+        "session's outputs, no home directory, no programs but Python, no TCP): auto (where the "
+        "kernel supports it), on (a usage error where it does not) or off; default off for now, "
+        "because a test suite that runs pytest in-process (pytester's runpytest) would confine "
+        "its own test process, irreversibly; pytest runs only: the modeltiers command does not "
+        "confine itself yet",
+        metavar="auto|on|off",
+        parse=_choice(SANDBOX_MODES),
     ),
     Option(
         ("--model-sha256",),

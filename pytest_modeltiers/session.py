@@ -17,9 +17,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import getpass
 import os
 import re
+import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -43,6 +46,7 @@ from pytest_modeltiers.timeouts import (
 
 if TYPE_CHECKING:
     from pytest_modeltiers.models.loader import LoadedModel
+    from pytest_modeltiers.models.sandbox import Sandbox
     from pytest_modeltiers.report import CheckResult, HealthReport
 
 SESSION_KEY = pytest.StashKey["ModelTiersSession"]()
@@ -85,13 +89,23 @@ class ModelTiersSession:
     #: The session's items (after selection) and the node ids that finished, for ``not_run``.
     items: list[pytest.Item] = field(default_factory=list)
     finished: set[str] = field(default_factory=set)
+    #: The pytest config, for the places a sandboxed session writes (its temp dir, cache).
+    config: pytest.Config | None = field(default=None, repr=False)
+    #: The sandbox the loader enters before model code runs, and the header's line about it.
+    sandbox: Sandbox | None = None
+    sandbox_note: str | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config, *, model_flag_taken: bool) -> ModelTiersSession:
         """The session of ``config``; its settings also go in ``config.stash[SETTINGS_KEY]``."""
         settings = Settings.from_config(config)
         config.stash[SETTINGS_KEY] = settings
-        return cls(settings=settings, rootdir=config.rootpath, model_flag_taken=model_flag_taken)
+        return cls(
+            settings=settings,
+            rootdir=config.rootpath,
+            model_flag_taken=model_flag_taken,
+            config=config,
+        )
 
     @property
     def model_specs(self) -> list[str]:
@@ -139,8 +153,12 @@ class ModelTiersSession:
         self.froze_gc = froze_libraries
         if workerinput is not None:
             share_cpus_between_workers(int(workerinput.get("workercount", 1)))
+        self.sandbox = self._prepare_sandbox()
         for spec in self.model_specs:
-            request = LoadRequest.from_settings(spec, self.settings, self.rootdir)
+            request = dataclasses.replace(
+                LoadRequest.from_settings(spec, self.settings, self.rootdir),
+                enter_sandbox=self.sandbox.enter if self.sandbox is not None else None,
+            )
             try:
                 loaded = load_model(request)
             except ModelTiersError as exc:
@@ -162,8 +180,61 @@ class ModelTiersSession:
         if startup.freeze_heap():
             self.froze_gc = True
 
+    def _prepare_sandbox(self) -> Sandbox | None:
+        """The sandbox of ``--modeltiers-sandbox``, or None (off, or unavailable under auto).
+
+        Its writable places are created now: a Landlock rule needs an existing folder.
+        """
+        mode = self.settings.sandbox
+        if mode is None or mode == "off":
+            if mode == "off":
+                self.sandbox_note = (
+                    "WARNING: --modeltiers-sandbox off: the model's code runs with all of your "
+                    "rights (your files, the network, any program)"
+                )
+            return None
+        from pytest_modeltiers.models.sandbox import (
+            Sandbox,
+            SandboxPolicy,
+            default_readable,
+            landlock_abi,
+            python_executables,
+        )
+        from pytest_modeltiers.models.spec import parse_model_spec
+
+        abi, reason = landlock_abi()
+        if abi is None:
+            if mode == "on":
+                raise pytest.UsageError(
+                    f"--modeltiers-sandbox on: {reason}; pass --modeltiers-sandbox auto to run "
+                    "with only the static safety scan where the sandbox is unavailable"
+                )
+            self.sandbox_note = (
+                f"sandbox unavailable ({reason}): only the static scan stands between the model "
+                "and this machine"
+            )
+            return None
+        assert self.config is not None, "a sandboxed session is built from its pytest config"
+        writable = sandbox_outputs(self.config, self.settings)
+        readable = [self.rootdir, self.config.invocation_params.dir]
+        for spec in self.model_specs:
+            source = parse_model_spec(spec, self.rootdir).source_file
+            if source is not None:
+                readable.append(source.resolve().parent)
+        home = Path.home().resolve()
+        readable = [p for p in readable if not (p == home or p in home.parents)]
+        policy = SandboxPolicy(
+            writable=writable,
+            readable=default_readable(readable),
+            executable=python_executables(),
+        )
+        return Sandbox(policy, scratch=writable[0] / f"modeltiers-tmp-{os.getpid()}")
+
     def stop(self) -> None:
         """Give back the Hypothesis profile ``start`` replaced."""
+        if self.sandbox is not None and self.sandbox.scratch.is_dir():
+            # The confined session's temp dir: what the model left there is of no further use.
+            shutil.rmtree(self.sandbox.scratch, ignore_errors=True)
         if self.previous_profile is not None:
             from pytest_modeltiers.hypothesis_profiles import restore_profile
 
@@ -209,6 +280,10 @@ class ModelTiersSession:
             )
         if self.models and self.threads_note is not None:
             lines.append(f"modeltiers: {self.threads_note}")
+        if self.sandbox is not None:
+            lines.append(f"modeltiers: {self.sandbox.describe()}")
+        elif self.sandbox_note is not None and self.models:
+            lines.append(f"modeltiers: {self.sandbox_note}")
         return lines
 
     # -- the built-in suites ---------------------------------------------------------------
@@ -558,6 +633,58 @@ def check_output_paths(settings: Settings) -> None:
                 "created when missing)"
             )
         _check_writable_parent(flag, directory)
+
+
+def sandbox_outputs(config: pytest.Config, settings: Settings) -> tuple[Path, ...]:
+    """Where a sandboxed session writes, each folder created now, pytest's temp root first.
+
+    pytest's temp root (``pytest-of-USER``, or the parent of ``--basetemp``, which pytest
+    deletes and creates again), the failing-batch folder, Hypothesis's database, pytest's cache
+    dir, the folders of the health report (written atomically, by renaming in its folder),
+    ``--export-dir`` and ``--experiment-db`` (SQLite's journal files), and the files of
+    ``--junitxml`` and ``--report-log`` themselves (created empty now), not their folders.
+    """
+    from hypothesis.configuration import storage_directory
+
+    from pytest_modeltiers.suites.support import FAILURES_DIR
+
+    basetemp = config.option.basetemp
+    if basetemp:
+        temp_root = Path(basetemp).resolve().parent
+    else:
+        temp_root = Path(os.environ.get("PYTEST_DEBUG_TEMPROOT") or tempfile.gettempdir())
+        temp_root = temp_root.resolve() / f"pytest-of-{_user_name()}"
+    hypothesis = storage_directory(intent_to_write=False)
+    hypothesis.create_if_missing()
+    places = [temp_root, config.rootpath / FAILURES_DIR, hypothesis.home_directory]
+    places.extend(
+        Path(file).absolute().parent for file in (settings.report, settings.experiment_db) if file
+    )
+    if settings.export_dir:
+        places.append(Path(settings.export_dir))
+    temp_root.mkdir(parents=True, exist_ok=True, mode=0o700)  # private, as pytest makes it
+    for place in places:
+        place.mkdir(parents=True, exist_ok=True)
+    for option in ("xmlpath", "report_log"):
+        file = getattr(config.option, option, None)
+        if file:
+            target = Path(file).absolute()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch()
+            places.append(target)
+    if config.pluginmanager.has_plugin("cacheprovider"):
+        # Created as pytest creates it (with its .gitignore); pytest writes it at the end.
+        pytest.Cache.for_config(config, _ispytest=True).mkdir("modeltiers")
+        places.append(pytest.Cache.cache_dir_from_config(config, _ispytest=True))
+    return tuple(dict.fromkeys(place.resolve() for place in places))
+
+
+def _user_name() -> str:
+    """The user name in pytest's temp root (``pytest-of-USER``), as pytest finds it."""
+    try:
+        return getpass.getuser()
+    except (ImportError, OSError, KeyError):
+        return "unknown"
 
 
 def _check_writable_parent(flag: str, directory: Path) -> None:

@@ -30,6 +30,8 @@ class Settings:
     task_options: tuple[str, ...]
     adapter: str | None
     trust_model: bool
+    #: auto, on or off; None when not given (off, without the header's warning).
+    sandbox: str | None
     model_sha256: str | None
     #: Never None: without the option, ``ci`` under CI (``CI=true``), else ``fast``.
     profile: str

@@ -32,6 +32,12 @@ def test_inspect_checks_option_values(capsys: pytest.CaptureFixture[str]) -> Non
     assert "--modeltiers-timeout: expected a positive number" in capsys.readouterr().err
 
 
+def test_inspect_refuses_a_sandbox_it_would_not_enter(capsys: pytest.CaptureFixture[str]) -> None:
+    model = f"--model={REPO / 'example_models' / 'tiny_gpt.py'}"
+    assert main(["inspect", model, "--modeltiers-sandbox", "on"]) == EXIT_USAGE
+    assert "--modeltiers-sandbox on is not supported here" in capsys.readouterr().err
+
+
 def test_scan_clean_and_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     clean = tmp_path / "clean.py"
     clean.write_text("import torch\nmodel = torch.nn.Linear(2, 2)\n")

@@ -123,6 +123,14 @@ def _inspect(args: argparse.Namespace) -> int:
     if not settings.model:
         print("modeltiers: name a model with --model path/to/model.py", file=sys.stderr)
         return EXIT_USAGE
+    if settings.sandbox in ("on", "auto"):
+        print(
+            f"modeltiers inspect: --modeltiers-sandbox {settings.sandbox} is not supported here: "
+            "inspect loads the model after the static scan only; to load it inside the sandbox, "
+            f"run pytest --model=SPEC --modeltiers-sandbox={settings.sandbox} --co",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     for spec in settings.model:
         request = LoadRequest.from_settings(spec, settings, Path.cwd())
         try:

@@ -101,11 +101,17 @@ def is_user_file(filename: str) -> bool:
 
 
 def describe_exception(exc: BaseException) -> str:
-    """``"ValueError: message"``, truncated so that one bad model cannot flood a CI log."""
+    """``"ValueError: message"``, truncated so that one bad model cannot flood a CI log.
+
+    A permission error raised by the sandbox says so: the file system's own errors look the same.
+    """
     text = f"{type(exc).__name__}: {exc}"
     if len(text) > MAX_EXCEPTION_TEXT:
         text = text[: MAX_EXCEPTION_TEXT - 3] + "..."
-    return text
+    # Only a process that imported the sandbox can be confined; others never pay for ctypes.
+    sandbox = sys.modules.get("pytest_modeltiers.models.sandbox")
+    blocked = sandbox.blocked_message(exc) if sandbox is not None else None
+    return f"{text} ({blocked})" if blocked else text
 
 
 def exception_details(exc: BaseException) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from pytest_modeltiers.models.adapters import (
     load_adapter,
 )
 from pytest_modeltiers.models.safety import scan_model_file
+from pytest_modeltiers.models.sandbox import blocked_message
 from pytest_modeltiers.models.spec import ModelSpec, parse_model_spec
 from pytest_modeltiers.models.task_options import apply_task_options
 from pytest_modeltiers.models.vocab import infer_vocab_size
@@ -59,6 +60,9 @@ class LoadRequest:
     #: Called with a ``MetaProbe`` once the task and adapter are known, before the model is
     #: built for real; it raises to refuse the model (``modeltiers train``'s memory estimate).
     preflight: Callable[[MetaProbe], None] | None = None
+    #: Called right before the model's code first runs (the file is executed, the module
+    #: imported), after torch and this package are loaded: the session confines itself there.
+    enter_sandbox: Callable[[], None] | None = None
 
     @classmethod
     def from_settings(cls, spec: str, settings: Settings, rootdir: Path) -> LoadRequest:
@@ -149,11 +153,15 @@ def load_model(request: LoadRequest) -> LoadedModel:
     source = spec.source_file
     content = source.read_bytes() if source is not None else None
     digest = _check_sha256(source, content, request.sha256)
-    safety = _check_safety(source, trust=request.trust)
+    safety = call_with_timeout(  # a file built to stall the scan meets the load's bound
+        lambda: _check_safety(source, trust=request.trust), request.timeout, f"scanning {source}"
+    )
     if source is not None and source.read_bytes() != content:
         raise UnsafeModelError(f"{source} changed while it was being scanned; run again")
     module = call_with_timeout(
-        lambda: _import(spec, source, content), request.timeout, f"importing {spec.raw}"
+        lambda: _import(spec, source, content, request.enter_sandbox),
+        request.timeout,
+        f"importing {spec.raw}",
     )
     where = source.name if source else spec.module
     candidate, how = _pick_candidate(module, spec, where or spec.raw)
@@ -272,7 +280,14 @@ def _syntax_message(exc: SyntaxError) -> str:
     return f"syntax error in {exc.filename}:{exc.lineno}: {exc.msg}"
 
 
-def _import(spec: ModelSpec, source: Path | None, content: bytes | None) -> ModuleType:
+def _import(
+    spec: ModelSpec,
+    source: Path | None,
+    content: bytes | None,
+    enter_sandbox: Callable[[], None] | None,
+) -> ModuleType:
+    if enter_sandbox is not None:
+        enter_sandbox()
     if spec.module is not None:
         try:
             return importlib.import_module(spec.module)
@@ -332,6 +347,9 @@ def _import_failure(what: str, exc: BaseException, source: Path | None) -> str:
         )
     if isinstance(exc, SystemExit):
         return f"{what} called sys.exit({exc.code!r}) while being imported{location}"
+    blocked = blocked_message(exc)
+    if blocked is not None:
+        return f"importing {what}: {blocked}{location}"
     return f"importing {what} raised {type(exc).__name__}: {exc}{location}"
 
 
@@ -471,6 +489,9 @@ def _call_factory(factory: Callable[..., Any], kwargs: dict[str, Any], how: str)
                 f"{how}() called sys.exit({exc.code!r}){location}; building a model must return "
                 "it: raise an exception to report a problem instead"
             ) from None
+        blocked = blocked_message(exc)
+        if blocked is not None:
+            raise ModelSpecError(f"{how}(): {blocked}{location}") from None
         raise ModelSpecError(f"{how}() raised {type(exc).__name__}: {exc}{location}") from None
     return _checked_module(built, how)
 

@@ -13,6 +13,7 @@ import ast
 import builtins
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib.machinery import BYTECODE_SUFFIXES, EXTENSION_SUFFIXES
@@ -90,8 +91,9 @@ _MODULES: dict[str, _Rule] = _table(
         """subprocess _posixsubprocess _winapi pty pipes asyncio.subprocess pexpect plumbum
         webbrowser antigravity distutils setuptools ensurepip venv
         multiprocessing.popen_fork multiprocessing.popen_forkserver
-        multiprocessing.popen_spawn_posix""",
+        multiprocessing.popen_spawn_posix _tkinter""",
     ),
+    (FILE_WRITE, "writes database files", "dbm.dumb dbm.gnu dbm.ndbm _dbm _gdbm"),
     (
         NETWORK,
         "opens network connections",
@@ -126,6 +128,23 @@ _ATTRIBUTES: dict[str, _Rule] = _table(
         asyncio.create_subprocess_exec multiprocessing.util.spawnv_passfds""",
     ),
     (
+        PROCESS,
+        "runs Tcl code, whose exec command starts programs",
+        "tkinter.Tcl tkinter.Tk tkinter.Tcl.eval",
+    ),
+    (
+        PROCESS,
+        "sets the program multiprocessing starts for its workers",
+        "multiprocessing.set_executable multiprocessing.spawn.set_executable",
+    ),
+    (
+        NETWORK,
+        "opens network connections",
+        """ssl.get_server_certificate logging.handlers.SocketHandler
+        logging.handlers.DatagramHandler logging.handlers.SysLogHandler
+        logging.handlers.HTTPHandler logging.handlers.SMTPHandler""",
+    ),
+    (
         NETWORK,
         "opens network connections",
         """asyncio.open_connection asyncio.start_server asyncio.open_unix_connection
@@ -137,7 +156,8 @@ _ATTRIBUTES: dict[str, _Rule] = _table(
         "loads a shared library or compiled extension into the process",
         """torch.ops.load_library torch.classes.load_library
         torch.cuda.memory.CUDAPluggableAllocator importlib.machinery.ExtensionFileLoader
-        imp.load_dynamic""",
+        imp.load_dynamic torch._ops.ops.load_library torch._ops.load_library
+        torch._ops._OpNamespace.load_library""",
     ),
     (DYNAMIC, "evaluates a string as Python code", "builtins.eval"),
     (DYNAMIC, "runs a string or code object as Python code", "builtins.exec builtins.execfile"),
@@ -198,9 +218,19 @@ _ATTRIBUTES: dict[str, _Rule] = _table(
         cPickle.load cPickle.loads dill.load dill.loads dill.Unpickler cloudpickle.load
         cloudpickle.loads joblib.load shelve.open shelve.Shelf shelve.DbfilenameShelf
         shelve.BsdDbShelf pandas.read_pickle jsonpickle.decode torch.package.PackageImporter
-        yaml.unsafe_load yaml.unsafe_load_all""",
+        yaml.unsafe_load yaml.unsafe_load_all multiprocessing.reduction.ForkingPickler
+        multiprocessing.reduction.ForkingPickler.loads""",
     ),
-    (RECURSIVE_DELETE, "deletes a directory tree", "shutil.rmtree os.removedirs"),
+    (
+        UNPICKLING,
+        "downloads a file and loads it with torch.load, which unpickles by default",
+        "torch.utils.model_zoo.load_url torch.hub.load_state_dict_from_url",
+    ),
+    (
+        RECURSIVE_DELETE,
+        "deletes a directory tree",
+        "shutil.rmtree os.removedirs tempfile.TemporaryDirectory._rmtree",
+    ),
     (
         FILE_WRITE,
         "changes the filesystem",
@@ -217,7 +247,10 @@ _ATTRIBUTES: dict[str, _Rule] = _table(
         safetensors.numpy.save_file logging.FileHandler logging.handlers.RotatingFileHandler
         logging.handlers.TimedRotatingFileHandler logging.handlers.WatchedFileHandler
         sqlite3.connect dbm.open py_compile.compile compileall.compile_dir compileall.compile_file
-        zipapp.create_archive""",
+        zipapp.create_archive http.cookiejar.FileCookieJar http.cookiejar.MozillaCookieJar
+        http.cookiejar.LWPCookieJar pathlib.Path.rename pathlib.Path.replace pathlib.Path.unlink
+        pathlib.Path.rmdir pathlib.Path.write_text pathlib.Path.write_bytes pathlib.Path.touch
+        pathlib.Path.mkdir""",
     ),
 )
 
@@ -311,6 +344,37 @@ def _read_array_check(call: ast.Call) -> str | None:
     return "reads an array with allow_pickle, which unpickles and can run arbitrary code"
 
 
+def _mode_at(index: int) -> _CallCheck:
+    """``Class(file, mode)``-style writers whose mode sits at ``index``."""
+
+    def check(call: ast.Call) -> str | None:
+        mode = _argument(call, index, "mode")
+        if mode is None:
+            return "opens a file with arguments the scan cannot read" if _unpacks(call) else None
+        value = _literal(mode)
+        if not isinstance(value, str):
+            return "opens a file with a mode computed at run time"
+        return f"opens a file for writing (mode {value!r})" if _WRITE_MODE.search(value) else None
+
+    return check
+
+
+def _memmap_check(call: ast.Call) -> str | None:
+    """``np.memmap`` defaults to mode ``r+``, which writes through to the file."""
+    mode = _literal(_argument(call, 2, "mode"))
+    if mode in ("r", "c", "readonly", "copyonwrite"):
+        return None
+    return "maps a file for writing (numpy.memmap's default mode is 'r+')"
+
+
+def _from_file_check(call: ast.Call) -> str | None:
+    """``torch.from_file(name, shared=True)`` writes the tensor back to the file."""
+    shared = _argument(call, 1, "shared")
+    if (shared is None and not _unpacks(call)) or _literal(shared) is False:
+        return None
+    return "maps a file shared, so writes to the tensor write the file"
+
+
 def _tempfile_check(index: int) -> _CallCheck:
     """``tempfile`` is fine in the temp directory; ``dir=`` puts the file anywhere."""
 
@@ -356,6 +420,14 @@ _CALL_CHECKS: dict[str, tuple[str, _CallCheck]] = {
     },
     **{f"{module}.open": (FILE_WRITE, _os_open_check) for module in _OS_MODULES},
     "logging.basicConfig": (FILE_WRITE, _basic_config_check),
+    "tarfile.TarFile": (FILE_WRITE, _mode_at(1)),
+    "tarfile.TarFile.open": (FILE_WRITE, _mode_at(1)),
+    "bz2.BZ2File": (FILE_WRITE, _mode_at(1)),
+    "lzma.LZMAFile": (FILE_WRITE, _mode_at(1)),
+    "pathlib.Path.open": (FILE_WRITE, _mode_at(1)),
+    "numpy.memmap": (FILE_WRITE, _memmap_check),
+    "torch.from_file": (FILE_WRITE, _from_file_check),
+    "numpy.lib.npyio.NpzFile": (UNPICKLING, _numpy_load_check),
     "torch.load": (UNPICKLING, _torch_load_check),
     "torch.serialization.load": (UNPICKLING, _torch_load_check),
     "numpy.load": (UNPICKLING, _numpy_load_check),
@@ -396,6 +468,61 @@ _METHODS: dict[str, _Rule] = _table(
     (PROCESS, "runs a shell command (an asyncio event loop method)", "subprocess_shell"),
 )
 
+#: Attribute names that are dangerous only as callables, and that no model needs as one: any
+#: ``x.name`` whose base the scan cannot resolve to a harmless object is reported, because the
+#: base may be a module reached some way the resolver cannot follow
+#: (``(F if c else nn).torch.os.system``). Common method names (``eval``, ``compile``, ``run``,
+#: ``load``, ``remove``) are left out: ``model.eval()`` must stay clean.
+_DANGEROUS_NAMES: dict[str, _Rule] = _table(
+    (
+        PROCESS,
+        "may start another program or a shell (the object it is taken from is not known)",
+        """system popen popen2 popen3 popen4 spawnl spawnle spawnlp spawnlpe spawnv spawnve
+        spawnvp spawnvpe execl execle execlp execlpe execv execve execvp execvpe _execvpe
+        posix_spawn posix_spawnp startfile fork forkpty check_output check_call getoutput
+        getstatusoutput Popen create_subprocess_shell create_subprocess_exec spawnv_passfds
+        set_executable _fork_exec fork_exec""",
+    ),
+    (
+        NATIVE,
+        "may load native code (the object it is taken from is not known)",
+        "load_library dlopen LoadLibrary CDLL PyDLL WinDLL OleDLL cdll pydll load_dynamic",
+    ),
+    (
+        RECURSIVE_DELETE,
+        "may delete a directory tree (the object it is taken from is not known)",
+        "rmtree _rmtree _rmtree_safe_fd _rmtree_unsafe removedirs",
+    ),
+    (
+        NETWORK,
+        "may open network connections (the object it is taken from is not known)",
+        "urlopen urlretrieve get_server_certificate create_connection",
+    ),
+    (
+        UNPICKLING,
+        "may unpickle data, which can run arbitrary code (the object it is taken from is not "
+        "known)",
+        "Unpickler ForkingPickler load_url",
+    ),
+    (
+        DYNAMIC,
+        "may import or run code by name (the object it is taken from is not known)",
+        "__import__ import_module exec_module run_module run_path",
+    ),
+)
+
+#: Calls that import the module named by a dotted string and hand out the object it names
+#: (``patch("os.system").get_original()``, ``patch.multiple``).
+_PATCHERS = _names(
+    "unittest.mock.patch mock.patch unittest.mock.patch.multiple mock.patch.multiple"
+)
+
+#: Calls returning the module that defines their argument.
+_MODULE_OF = _names("inspect.getmodule")
+
+#: Calls that look attributes up by a dotted string: ``attrgetter("os.system")(glob)``.
+_NAME_GETTERS = _names("operator.attrgetter operator.methodcaller")
+
 #: Names that import a module: a literal argument is checked as an import, a computed one is
 #: reported because the scan cannot tell which module it is.
 _IMPORTERS = _names(
@@ -414,7 +541,7 @@ _HIDDEN_NAMES = _names("__builtins__ __loader__ __spec__")
 _PRIVATE_GUARDED = _names(
     """os posix nt shutil subprocess pickle _pickle importlib builtins io marshal socket ctypes
     pty runpy uuid platform multiprocessing asyncio tempfile codecs pdb site pkgutil zipimport
-    logging pathlib urllib http ssl gc torch.serialization torch.hub"""
+    logging pathlib urllib http ssl gc torch.serialization torch.hub warnings"""
 )
 
 #: Decoders whose output fed to a dynamic sink marks an obfuscated payload.
@@ -506,6 +633,17 @@ def _describe(qualname: str) -> str:
     return names.get(qualname.removesuffix(".*"), qualname.removesuffix(".*"))
 
 
+def _mentioned(node: ast.AST) -> Iterator[str]:
+    """Every name ``node`` could read a binding through: names, attributes, string keys."""
+    for inner in ast.walk(node):
+        if isinstance(inner, ast.Name):
+            yield inner.id
+        elif isinstance(inner, ast.Attribute):
+            yield inner.attr
+        elif isinstance(inner, ast.Constant) and isinstance(inner.value, str):
+            yield inner.value
+
+
 def _string(node: ast.expr | None) -> str | None:
     value = _literal(node)
     return value if isinstance(value, str) else None
@@ -521,6 +659,7 @@ class _Scope:
         self.kind = kind  # "module", "function", "class" or "comprehension"
         self.parent = parent
         self.bound: set[str] = set()
+        self.parameters: set[str] = set()
         self.imports: dict[str, set[str]] = {}
         self.aliases: dict[str, list[ast.expr]] = {}
         self.globals: set[str] = set()
@@ -578,6 +717,7 @@ class _Index:
             for arg in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg):
                 if arg is not None:
                     inner.bound.add(arg.arg)
+                    inner.parameters.add(arg.arg)
             self._children(node, scope, outer)
             self._children(node, inner, body)
             return
@@ -662,6 +802,71 @@ class _Index:
 
 
 # ---------------------------------------------------------------------------------------------
+# String annotations are code: ``typing.get_type_hints``, pydantic and ``functools.singledispatch``
+# evaluate them (``x: "os.system('...')"``), so they are parsed and scanned like the rest.
+
+#: Rounds a cycle of bindings is re-resolved (each round can only add names; more than a few
+#: only happens for ``a = a.x``, which grows without end).
+_FIXPOINT_ROUNDS = 8
+_NO_CYCLE = sys.maxsize
+
+_ANNOTATION_DEPTH = 4  # a string holding a string holding ...: deeper ones stay strings
+
+
+def _annotations_as_code(tree: ast.Module) -> ast.Module:
+    """``tree`` with every string inside an annotation (or ``ForwardRef("...")``) replaced
+    by the expression it spells, placed at the string's position for ``file:line``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg | ast.AnnAssign) and node.annotation is not None:
+            node.annotation = _code_of(node.annotation, 0)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns:
+            node.returns = _code_of(node.returns, 0)
+        elif (
+            isinstance(node, ast.Call)
+            and _called_name(node.func) == "ForwardRef"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            node.args[0] = _code_of(node.args[0], 0)
+    return tree
+
+
+def _called_name(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    return node.attr if isinstance(node, ast.Attribute) else None
+
+
+def _code_of(node: ast.expr, depth: int) -> ast.expr:
+    """The annotation ``node`` as the code a type checker at run time evaluates."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        if depth >= _ANNOTATION_DEPTH:
+            return node
+        try:
+            parsed = ast.parse(node.value.strip(), mode="eval").body
+        except (SyntaxError, ValueError):
+            return node  # evaluating it raises SyntaxError: nothing runs
+        for inner in ast.walk(parsed):
+            ast.copy_location(inner, node)
+        return _code_of(parsed, depth + 1)
+    if isinstance(node, ast.Subscript):
+        name = _called_name(node.value)
+        if name == "Literal":
+            return node  # ``Literal["train", "eval"]``: values, never evaluated
+        if name == "Annotated" and isinstance(node.slice, ast.Tuple) and node.slice.elts:
+            node.slice.elts[0] = _code_of(node.slice.elts[0], depth)  # metadata is not a type
+            return node
+    for field, value in ast.iter_fields(node):
+        if isinstance(value, ast.expr):
+            setattr(node, field, _code_of(value, depth))
+        elif isinstance(value, list):
+            setattr(
+                node, field, [_code_of(v, depth) if isinstance(v, ast.expr) else v for v in value]
+            )
+    return node
+
+
+# ---------------------------------------------------------------------------------------------
 # The per-file visitor.
 
 # Pseudo-qualnames for namespaces: ``globals()``, ``locals()``/``vars()``, and the module itself
@@ -677,25 +882,68 @@ class _FileScanner(ast.NodeVisitor):
         self.scan = scan
         self.display = display
         self.absolute = absolute
-        self.tree = tree
-        self.index = _Index(tree)
+        self.tree = _annotations_as_code(tree)
+        self.index = _Index(self.tree)
         self._memo: dict[int, frozenset[str]] = {}
-        self._active: set[int] = set()
+        # Cycle handling in resolve(): nodes being resolved (with their stack depth), answers
+        # that depend on one of them (answer, lowest depth reached, round), and those nodes.
+        self._depth: dict[int, int] = {}
+        self._provisional: dict[int, tuple[frozenset[str], int, int]] = {}
+        self._pending: list[int] = []
+        self._low = _NO_CYCLE
+        self._epoch = 0
 
     # -- resolution ----------------------------------------------------------------------------
 
     def resolve(self, node: ast.AST) -> frozenset[str]:
-        """The qualified names ``node`` may evaluate to (empty: unknown or not a named object)."""
+        """The qualified names ``node`` may evaluate to (empty: unknown or not a named object).
+
+        Bindings may form cycles (``a = b; b = c; c = a; c = os``). Cutting a cycle leaves the
+        nodes resolved under the cut with partial answers, so those are kept provisional until
+        the node where the cycle closes, which re-resolves its cycle until nothing changes; only
+        then is anything memoised (one node per step otherwise: linear in the file).
+        """
         key = id(node)
         if key in self._memo:
             return self._memo[key]
-        if key in self._active:  # ``a = b; b = a``
-            return frozenset()
-        self._active.add(key)
+        seed = self._provisional.get(key)
+        active = self._depth.get(key)
+        if active is not None:  # a cycle: what is known so far, and where it closes
+            self._low = min(self._low, active)
+            return seed[0] if seed is not None else frozenset()
+        if seed is not None and seed[2] == self._epoch:  # already resolved in this round
+            self._low = min(self._low, seed[1])
+            return seed[0]
+        depth = len(self._depth)
+        self._depth[key] = depth
+        outer_low, start = self._low, len(self._pending)
+        result: frozenset[str] = frozenset()
         try:
-            result = frozenset(c for q in self._resolve(node) for c in self.scan.canonical(q))
+            for _ in range(_FIXPOINT_ROUNDS):
+                self._low = _NO_CYCLE
+                self.scan.steps += 1
+                result = frozenset(c for q in self._resolve(node) for c in self.scan.canonical(q))
+                previous = self._provisional.get(key)
+                if self._low != depth or (previous is not None and previous[0] == result):
+                    break
+                self._epoch += 1  # the cycle closes here: go round again with what is known
+                self._provisional[key] = (result, depth, self._epoch)
         finally:
-            self._active.discard(key)
+            del self._depth[key]
+        low = self._low
+        self._low = min(outer_low, low)
+        if low < depth:  # part of a cycle through a node still being resolved
+            for member in self._pending[start:]:  # they depend on it, so on what it depends on
+                answer, _, epoch = self._provisional[member]
+                self._provisional[member] = (answer, low, epoch)
+            self._provisional[key] = (result, low, self._epoch)
+            self._pending.append(key)
+            return result
+        for member in self._pending[start:]:
+            if member in self._provisional:
+                self._memo[member] = self._provisional.pop(member)[0]
+        del self._pending[start:]
+        self._provisional.pop(key, None)
         self._memo[key] = result
         return result
 
@@ -715,6 +963,10 @@ class _FileScanner(ast.NodeVisitor):
             return self._lookup_key(containers, key, node)
         if isinstance(node, ast.NamedExpr):
             return set(self.resolve(node.value))
+        if isinstance(node, ast.IfExp):  # ``(F if F is not None else nn)``: either one
+            return set(self.resolve(node.body) | self.resolve(node.orelse))
+        if isinstance(node, ast.BoolOp):  # ``(glob or None)``: any operand
+            return {q for value in node.values for q in self.resolve(value)}
         if isinstance(node, ast.Call):
             return self._resolve_call(node)
         return set()
@@ -737,6 +989,44 @@ class _FileScanner(ast.NodeVisitor):
 
     def forget(self) -> None:
         self._memo.clear()
+        self._provisional.clear()
+        self._pending.clear()
+
+    def warm(self) -> None:
+        """Resolve every bound value after the values it names, without recursion.
+
+        ``resolve`` recurses through aliases, so resolving ``a1000`` in ``a1 = os; a2 = a1;
+        ... a1000 = a999`` first would nest a thousand calls deep. Resolving the bindings in
+        dependency order (an explicit-stack depth-first walk over the names each value
+        mentions, in any scope, as a name, attribute or string key) leaves every later lookup
+        one memo hit away, so the scan takes time linear in the file however the chain runs.
+        """
+        values: dict[str, list[ast.expr]] = {}
+        for scope in {id(s): s for s in self.index.scope.values()}.values():
+            for name, bound in scope.aliases.items():
+                values.setdefault(name, []).extend(v for v in bound if v is not None)
+        mentions: dict[str, list[str]] = {
+            name: sorted(
+                {m for value in bound for m in _mentioned(value) if m in values and m != name}
+            )
+            for name, bound in values.items()
+        }
+        done: set[str] = set()
+        for root in values:
+            if root in done:
+                continue
+            done.add(root)
+            stack = [(root, iter(mentions[root]))]
+            while stack:
+                name, pending = stack[-1]
+                following = next((m for m in pending if m not in done), None)
+                if following is None:
+                    stack.pop()
+                    for value in values[name]:
+                        self.resolve(value)
+                else:
+                    done.add(following)
+                    stack.append((following, iter(mentions[following])))
 
     def module_binding(self, name: str) -> set[str]:
         """What ``name`` holds at this file's top level, for ``this_module.name`` elsewhere."""
@@ -761,6 +1051,16 @@ class _FileScanner(ast.NodeVisitor):
         if _matches(func, {"builtins.getattr"}) and first is not None and len(node.args) >= 2:
             attribute = _string(node.args[1]) or "*"
             return self._attributes(self.resolve(first), attribute)
+        if _matches(func, _MODULE_OF) and first is not None:
+            # ``inspect.getmodule(os.getcwd)`` is the module that defines its argument.
+            return {q.rsplit(".", 1)[0] for q in self.resolve(first) if "." in q}
+        if isinstance(node.func, ast.Call) and first is not None:
+            path = self._attrgetter_path(node.func)
+            if path:  # ``operator.attrgetter("os.system")(glob)``
+                owners: set[str] = set(self.resolve(first))
+                for attribute in path.split("."):
+                    owners = self._attributes(owners, attribute)
+                return owners
         if _matches(func, {"builtins.globals"}):
             return {_GLOBALS}
         if _matches(func, {"builtins.locals"}) or (
@@ -774,6 +1074,12 @@ class _FileScanner(ast.NodeVisitor):
             if key:
                 return self._lookup_key(self.resolve(node.func.value), key, node)
         return set()
+
+    def _attrgetter_path(self, call: ast.Call) -> str | None:
+        """The literal dotted path of ``operator.attrgetter("a.b")``, else None."""
+        if _matches(self.resolve(call.func), {"operator.attrgetter"}) is None:
+            return None
+        return _string(call.args[0]) if len(call.args) == 1 and not call.keywords else None
 
     def _is_this_module(self, node: ast.Subscript) -> bool:
         """``sys.modules[__name__]``: the module itself, not a computed lookup."""
@@ -950,6 +1256,7 @@ class _FileScanner(ast.NodeVisitor):
     def discover(self) -> None:
         """Queue the local modules this file imports (before any file is checked, so that
         ``helper.name`` can be resolved through helper's own bindings)."""
+        self.warm()
         for node in ast.walk(self.tree):
             if isinstance(node, ast.Import):
                 for alias in node.names:
@@ -1007,6 +1314,8 @@ class _FileScanner(ast.NodeVisitor):
             self._report(node, DYNAMIC, f"{_text(node)} reaches interpreter internals")
         elif node.attr == "__code__" and not isinstance(node.ctx, ast.Load):
             self._report(node, DYNAMIC, f"{_text(node)} replaces a function's code")
+        if not isinstance(node.ctx, ast.Load):
+            self._check_module_assignment(node)
         if isinstance(node.ctx, ast.Load):
             owners = self.resolve(node.value)
             self._check_module_internals(node, owners)
@@ -1015,6 +1324,7 @@ class _FileScanner(ast.NodeVisitor):
             called = isinstance(parent, ast.Call) and parent.func is node
             if method is not None and not called and not self._known(owners, node.attr):
                 self._report(node, method.rule, f"{_text(node)} {method.why}")
+            self._check_dangerous_name(node, owners)
             if any(q.endswith(".*") for q in owners):
                 self._report(
                     node,
@@ -1024,6 +1334,93 @@ class _FileScanner(ast.NodeVisitor):
                 )
             self._check_reference(node)
         self.generic_visit(node)
+
+    def _check_module_assignment(self, node: ast.Attribute) -> None:
+        """``tempfile.tempdir = victim``: replacing a standard module's setting changes what
+        every later caller does (where temp files go, which program runs)."""
+        owner = _matches(self.resolve(node.value), _PRIVATE_GUARDED)
+        if owner == "tempfile":
+            self._report(
+                node, FILE_WRITE, f"{_text(node)} redirects every temporary file and directory"
+            )
+        elif owner is not None:
+            self._report(
+                node,
+                DYNAMIC,
+                f"{_text(node)} replaces part of {owner}, changing what code that uses it runs",
+            )
+
+    def _check_dangerous_name(self, node: ast.Attribute, owners: frozenset[str]) -> None:
+        """``<anything>.system``: unless the base resolves to names the tables judge, the base
+        may be a module reached in a way the resolver cannot follow, so the name decides."""
+        rule = _DANGEROUS_NAMES.get(node.attr)
+        if rule is None:
+            return
+        unknown = not owners or any("<" in q or "*" in q for q in owners)
+        if unknown and not self._is_parameter(node.value) and not self._known(owners, node.attr):
+            self._report(
+                node,
+                rule.rule,
+                f"{_text(node)} {rule.why}; if it is your own object, rename the attribute",
+            )
+
+    def _is_parameter(self, node: ast.expr) -> bool:
+        """A bare parameter (``def f(self, os): os.system``): the object comes from a call, where
+        passing a module is reported; a parameter named like a module is not that module."""
+        if not isinstance(node, ast.Name):
+            return False
+        defining = self.index.lookup(node.id, self.index.scope[id(node)])
+        return (
+            defining is not None
+            and node.id in defining.parameters
+            and node.id not in defining.aliases
+            and node.id not in defining.imports
+        )
+
+    def _check_patch_target(self, node: ast.Call) -> None:
+        """``mock.patch("os.system")`` imports ``os`` and hands ``os.system`` back."""
+        shown = f"{_text(node.func)}(...)"
+        target = _string(_argument(node, 0, "target"))
+        if target is None:
+            self._report(
+                node,
+                DYNAMIC,
+                f"{shown} imports a module named at run time and hands out its attributes",
+            )
+            return
+        hit = _lookup_rule(target) or _lookup_check(target)
+        if hit is not None:
+            key, found = hit
+            rule = found.rule if isinstance(found, _Rule) else found[0]
+            self._report(
+                node,
+                rule,
+                f"{shown} imports {key} by name and hands it back (patch(...).get_original())",
+            )
+
+    def _check_name_getter(self, node: ast.Call) -> None:
+        """``operator.attrgetter(name)`` and ``methodcaller(name)`` look names up by string."""
+        shown = f"{_text(node.func)}(...)"
+        if _unpacks(node) or not node.args:
+            self._report(node, DYNAMIC, f"{shown} looks up attributes the scan cannot read")
+            return
+        for argument in (
+            node.args
+            if _matches(self.resolve(node.func), {"operator.attrgetter"})
+            else node.args[:1]
+        ):
+            path = _string(argument)
+            if path is None:
+                self._report(
+                    node,
+                    DYNAMIC,
+                    f"{shown} looks up an attribute by a name computed at run time, which can "
+                    "reach any module's functions (spell the attribute out instead)",
+                )
+                return
+            rule = _DANGEROUS_NAMES.get(path.rsplit(".", 1)[-1])
+            if rule is not None:
+                self._report(node, rule.rule, f"{shown} looks up {path!r}, which {rule.why}")
 
     def _known(self, owners: Iterable[str], attribute: str) -> bool:
         """Whether the tables decide ``owner.attribute`` (so method-name rules stay out)."""
@@ -1077,6 +1474,10 @@ class _FileScanner(ast.NodeVisitor):
                     self._report(node, rule, f"{shown} {why}{decoded}{self._aka(node.func, key)}")
         if _matches(func, _IMPORTERS) is not None:
             self._check_importer(node)
+        if _matches(func, _NAME_GETTERS) is not None:
+            self._check_name_getter(node)
+        if _matches(func, _PATCHERS) is not None:
+            self._check_patch_target(node)
         if _matches(func, {"builtins.getattr"}) and len(node.args) >= 2:
             self._check_getattr(node)
         if isinstance(node.func, ast.Attribute):
@@ -1188,6 +1589,11 @@ class _Scan:
         self._scanners: dict[Path, _FileScanner] = {}
         self._modules: dict[str, set[Path]] = {}  # local module name -> its files
         self._found: dict[tuple[str, int, str], tuple[SafetyFinding, int]] = {}
+        self._canonical: dict[str, frozenset[str]] = {}
+        self._canonical_active: set[str] = set()
+        #: Expressions and names resolved from scratch (not from a memo): linear in the size
+        #: of the files, however the aliases are chained; tests read it to prove so.
+        self.steps = 0
         self.enqueue(top, Path(os.path.abspath(top)))
 
     def enqueue(self, display: Path, absolute: Path) -> None:
@@ -1206,23 +1612,42 @@ class _Scan:
         key = (str(finding.path), finding.line, finding.rule)
         self._found.setdefault(key, (finding, column))
 
-    def canonical(self, qualname: str, depth: int = 0) -> set[str]:
+    def canonical(self, qualname: str) -> frozenset[str]:
         """``helper.o.system`` is also ``os.system`` when local helper.py did ``import os as o``
-        (or ``o = os``): names reached through a local module resolve through its bindings."""
+        (or ``o = os``): names reached through a local module resolve through its bindings.
+
+        Memoised per name: a chain of modules each re-binding the last one's name is resolved
+        once per link, not once per path through the chain (which grows exponentially)."""
+        if "." not in qualname:
+            return frozenset({qualname})
+        known = self._canonical.get(qualname)
+        if known is not None:
+            return known
+        if qualname in self._canonical_active:  # ``a.x`` is ``b.x`` is ``a.x``
+            return frozenset({qualname})
+        self._canonical_active.add(qualname)
+        try:
+            found = self._follow_bindings(qualname)
+        finally:
+            self._canonical_active.discard(qualname)
+        self._canonical[qualname] = found
+        return found
+
+    def _follow_bindings(self, qualname: str) -> frozenset[str]:
+        self.steps += 1
         parts = qualname.split(".")
         for end in range(len(parts) - 1, 0, -1):
             found: set[str] = set()
             for real in sorted(self._modules.get(".".join(parts[:end]), ())):
                 scanner = self._scanners.get(real)
-                if scanner is None or depth >= 8:
+                if scanner is None:
                     continue
                 for target in scanner.module_binding(parts[end]):
                     if target != qualname and "<" not in target:
-                        rest = ".".join([target, *parts[end + 1 :]])
-                        found |= self.canonical(rest, depth + 1)
+                        found |= self.canonical(".".join([target, *parts[end + 1 :]]))
             if found:
-                return found | {qualname}
-        return {qualname}
+                return frozenset(found | {qualname})
+        return frozenset({qualname})
 
     def run(self) -> list[SafetyFinding]:
         scanners: list[_FileScanner] = []
@@ -1237,8 +1662,14 @@ class _Scan:
                 continue
             self._scanners[absolute.resolve()] = scanner
             scanners.append(scanner)
-        for scanner in scanners:  # resolved while files were still being found: redo
+        self._canonical.clear()  # resolved while files were still being found: redo
+        for scanner in scanners:
             scanner.forget()
+        for scanner in reversed(scanners):  # imported modules first: their names feed others
+            try:
+                scanner.warm()
+            except RecursionError:
+                self._too_deep(scanner.display)
         for scanner in scanners:
             try:
                 scanner.visit(scanner.tree)
