@@ -304,10 +304,10 @@ OPTIONS: tuple[Option, ...] = (
         "modeltiers_sandbox",
         "confine the process with Landlock before the model file runs (writes only to the "
         "session's outputs, no home directory, no programs but Python, no TCP): auto (where the "
-        "kernel supports it), on (a usage error where it does not) or off; default off for now, "
-        "because a test suite that runs pytest in-process (pytester's runpytest) would confine "
-        "its own test process, irreversibly; pytest runs only: the modeltiers command does not "
-        "confine itself yet",
+        "kernel supports it; the default), on (a usage error where it does not) or off; a "
+        "session running inside another one's process (pytester's in-process runpytest) is "
+        "never confined, since confining is irreversible; pytest runs only: the modeltiers "
+        "command does not confine itself yet",
         metavar="auto|on|off",
         parse=_choice(SANDBOX_MODES),
     ),

@@ -100,12 +100,14 @@ class ModelTiersSession:
         """The session of ``config``; its settings also go in ``config.stash[SETTINGS_KEY]``."""
         settings = Settings.from_config(config)
         config.stash[SETTINGS_KEY] = settings
-        return cls(
+        session = cls(
             settings=settings,
             rootdir=config.rootpath,
             model_flag_taken=model_flag_taken,
             config=config,
         )
+        _LIVE_SESSIONS.add(id(session))
+        return session
 
     @property
     def model_specs(self) -> list[str]:
@@ -185,13 +187,24 @@ class ModelTiersSession:
 
         Its writable places are created now: a Landlock rule needs an existing folder.
         """
-        mode = self.settings.sandbox
-        if mode is None or mode == "off":
-            if mode == "off":
-                self.sandbox_note = (
-                    "WARNING: --modeltiers-sandbox off: the model's code runs with all of your "
-                    "rights (your files, the network, any program)"
-                )
+        mode = self.settings.sandbox or "auto"
+        if mode != "off" and _live_sessions() > 1:
+            # Landlock confines the whole process, irreversibly: a session nested in another
+            # one (pytester's in-process runpytest) would confine the outer session too.
+            nested = (
+                "this session runs inside another pytest session's process (an in-process "
+                "pytester run), which confining would confine too; run it in a subprocess "
+                "(runpytest_subprocess) to have it confined"
+            )
+            if mode == "on":
+                raise pytest.UsageError(f"--modeltiers-sandbox on: {nested}")
+            self.sandbox_note = f"sandbox not entered: {nested}"
+            return None
+        if mode == "off":
+            self.sandbox_note = (
+                "WARNING: --modeltiers-sandbox off: the model's code runs with all of your "
+                "rights (your files, the network, any program)"
+            )
             return None
         from pytest_modeltiers.models.sandbox import (
             Sandbox,
@@ -221,8 +234,9 @@ class ModelTiersSession:
             source = parse_model_spec(spec, self.rootdir).source_file
             if source is not None:
                 readable.append(source.resolve().parent)
-        home = Path.home().resolve()
-        readable = [p for p in readable if not (p == home or p in home.parents)]
+        homes = _credential_homes()
+        resolved = [p.resolve() for p in readable]
+        readable = [p for p in resolved if not any(p == h or p in h.parents for h in homes)]
         policy = SandboxPolicy(
             writable=writable,
             readable=default_readable(readable),
@@ -232,6 +246,7 @@ class ModelTiersSession:
 
     def stop(self) -> None:
         """Give back the Hypothesis profile ``start`` replaced."""
+        _LIVE_SESSIONS.discard(id(self))
         if self.sandbox is not None and self.sandbox.scratch.is_dir():
             # The confined session's temp dir: what the model left there is of no further use.
             shutil.rmtree(self.sandbox.scratch, ignore_errors=True)
@@ -558,6 +573,32 @@ class ModelTiersSession:
                 f"--modeltiers-fail-under {self.settings.fail_under:g}"
             )
         return lines
+
+
+#: What marks a folder as a home holding credentials, beside the account's own home directory.
+_CREDENTIALS = (".ssh", ".aws", ".netrc", ".git-credentials", ".docker", ".kube", ".gnupg")
+
+
+def _credential_homes() -> set[Path]:
+    """Folders never readable as a whole in the sandbox: the account's home directory (from the
+    password database, whatever ``$HOME`` says) and ``$HOME`` when it holds credentials. A
+    ``$HOME`` pointed at a scratch folder (pytester does that) stays an ordinary folder."""
+    import pwd
+
+    homes = {Path(pwd.getpwuid(os.getuid()).pw_dir).resolve()}
+    home = Path.home().resolve()
+    if any((home / name).exists() for name in _CREDENTIALS):
+        homes.add(home)
+    return homes
+
+
+#: The sessions alive in this process: more than one only when a session runs inside another
+#: (pytester's in-process runs), which must not confine the process they share.
+_LIVE_SESSIONS: set[int] = set()
+
+
+def _live_sessions() -> int:
+    return len(_LIVE_SESSIONS)
 
 
 def _final_status(exitstatus: int | pytest.ExitCode) -> dict[str, Any]:

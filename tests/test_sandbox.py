@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -243,7 +244,9 @@ def test_a_payload_hitting_the_wall_is_a_usage_error_naming_it(
 ) -> None:
     home = _fake_home(tmp_path_factory, monkeypatch)
     model = Path(shutil.copy(FIXTURES / fixture, pytester.path))
-    free = pytester.runpytest_subprocess("--co", f"--model={model}", "--trust-model")
+    free = pytester.runpytest_subprocess(
+        "--co", f"--model={model}", "--trust-model", "--modeltiers-sandbox=off"
+    )
     assert free.ret == pytest.ExitCode.OK, free.stderr.str()
     (home / "planted-by-model.txt").unlink(missing_ok=True)
 
@@ -308,7 +311,7 @@ def test_a_payload_blocked_inside_a_check_fails_that_check(
     home = _fake_home(tmp_path_factory, monkeypatch)
     model = Path(shutil.copy(FIXTURES / "writes_in_forward.py", pytester.path))
     args = [f"--model={model}", "--trust-model", "-m", "tier1", "-k", "test_output_finite"]
-    free = pytester.runpytest_subprocess(*args)
+    free = pytester.runpytest_subprocess(*args, "--modeltiers-sandbox=off")
     assert free.ret == pytest.ExitCode.OK, free.stdout.str()
     (home / "leaked.txt").unlink()
 
@@ -346,3 +349,25 @@ def test_on_without_landlock_is_a_usage_error_and_auto_says_why(
             "scan stands between the model and this machine"
         ]
     )
+
+
+@needs_landlock
+def test_auto_is_the_default_and_a_subprocess_session_is_confined(
+    pytester: pytest.Pytester,
+) -> None:
+    result = pytester.runpytest_subprocess("--co", f"--model={EXAMPLE}")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["modeltiers: sandbox Landlock ABI *; writes only under *"])
+
+
+@needs_landlock
+def test_a_session_inside_another_ones_process_is_not_confined(pytester: pytest.Pytester) -> None:
+    auto = pytester.runpytest("--co", f"--model={EXAMPLE}")
+    assert auto.ret == pytest.ExitCode.OK
+    auto.stdout.fnmatch_lines(["modeltiers: sandbox not entered: this session runs inside*"])
+    on = pytester.runpytest("--co", f"--model={EXAMPLE}", "--modeltiers-sandbox=on")
+    assert on.ret == pytest.ExitCode.USAGE_ERROR
+    assert "runs inside another pytest session's process" in on.stderr.str()
+    # This test process was not confined by either run: it can still write outside them.
+    outside = Path(tempfile.mkdtemp()) / "still-writable.txt"
+    outside.write_text("ok")
