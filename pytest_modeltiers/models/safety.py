@@ -330,18 +330,19 @@ def _torch_load_check(call: ast.Call) -> str | None:
     return "unpickles the file without weights_only=True, which can run arbitrary code"
 
 
-def _numpy_load_check(call: ast.Call) -> str | None:
-    allow = _argument(call, 2, "allow_pickle")
-    if (allow is None and not _unpacks(call)) or _literal(allow) is False:
-        return None
-    return "loads with allow_pickle, which unpickles and can run arbitrary code"
+def _allow_pickle_at(index: int, what: str) -> _CallCheck:
+    """NumPy readers whose ``allow_pickle`` sits at ``index``: refused unless it is False."""
+
+    def check(call: ast.Call) -> str | None:
+        allow = _argument(call, index, "allow_pickle")
+        if (allow is None and not _unpacks(call)) or _literal(allow) is False:
+            return None
+        return f"{what} with allow_pickle, which unpickles and can run arbitrary code"
+
+    return check
 
 
-def _read_array_check(call: ast.Call) -> str | None:
-    allow = _argument(call, 1, "allow_pickle")
-    if (allow is None and not _unpacks(call)) or _literal(allow) is False:
-        return None
-    return "reads an array with allow_pickle, which unpickles and can run arbitrary code"
+_numpy_load_check = _allow_pickle_at(2, "loads")
 
 
 def _mode_at(index: int) -> _CallCheck:
@@ -432,7 +433,7 @@ _CALL_CHECKS: dict[str, tuple[str, _CallCheck]] = {
     "torch.serialization.load": (UNPICKLING, _torch_load_check),
     "numpy.load": (UNPICKLING, _numpy_load_check),
     "numpy.lib.npyio.load": (UNPICKLING, _numpy_load_check),
-    "numpy.lib.format.read_array": (UNPICKLING, _read_array_check),
+    "numpy.lib.format.read_array": (UNPICKLING, _allow_pickle_at(1, "reads an array")),
     "yaml.load": (UNPICKLING, _yaml_load_check),
     "yaml.load_all": (UNPICKLING, _yaml_load_check),
     **{
