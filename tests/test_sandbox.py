@@ -371,3 +371,52 @@ def test_a_session_inside_another_ones_process_is_not_confined(pytester: pytest.
     # This test process was not confined by either run: it can still write outside them.
     outside = Path(tempfile.mkdtemp()) / "still-writable.txt"
     outside.write_text("ok")
+
+
+@needs_landlock
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(
+            "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+            ".sendto(b'x', ('127.0.0.1', 9))",
+            id="udp",
+        ),
+        pytest.param(
+            "import socket\n"
+            "socket.socket(socket.AF_INET6, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)",
+            id="udp6-with-flags",
+        ),
+        pytest.param(
+            "import ctypes, os\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "if libc.unshare(0x10000000) != 0:\n"  # CLONE_NEWUSER
+            "    raise PermissionError(ctypes.get_errno(), 'unshare(CLONE_NEWUSER)')",
+            id="new-user-namespace",
+        ),
+        pytest.param(
+            "import ctypes\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "if libc.ptrace(0, 0, None, None) != 0:\n"  # PTRACE_TRACEME
+            "    raise PermissionError(ctypes.get_errno(), 'ptrace(PTRACE_TRACEME)')",
+            id="ptrace",
+        ),
+    ],
+)
+def test_what_landlock_does_not_govern_is_refused_by_seccomp(tmp_path: Path, payload: str) -> None:
+    stdout = assert_wall(payload, tmp_path)
+    assert "seccomp:" in stdout  # the report names the filter
+
+
+@needs_landlock
+def test_ordinary_work_passes_the_seccomp_filter(tmp_path: Path) -> None:
+    payload = (
+        "import socket, subprocess, sys, threading, torch\n"
+        "socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()\n"
+        "socket.socketpair()\n"
+        "t = threading.Thread(target=lambda: torch.ones(64, 64) @ torch.ones(64, 64)); t.start()\n"
+        "t.join()\n"
+        "subprocess.run([sys.executable, '-c', 'pass'], check=True)\n"
+    )
+    done = run_payload(payload, tmp_path, confine=True)
+    assert done.returncode == 0 and "DONE" in done.stdout, done.stdout + done.stderr

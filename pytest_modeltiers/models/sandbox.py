@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_modeltiers.errors import ModelSpecError
+from pytest_modeltiers.models import seccomp
 
 __all__ = [
     "Sandbox",
@@ -325,6 +326,8 @@ def confine(policy: SandboxPolicy) -> SandboxReport:
     if abi >= 6:
         attr.scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL
         covers.append("signals and abstract Unix sockets scoped")
+    if seccomp.supported():
+        covers.append(seccomp.COVERS)
     size = _RULESET_SIZE[max(v for v in _RULESET_SIZE if v <= abi)]
     ruleset = _checked(
         "landlock_create_ruleset",
@@ -364,6 +367,8 @@ def confine(policy: SandboxPolicy) -> SandboxReport:
             ),
         )
         _checked("landlock_restrict_self", _syscall(restrict_self, ruleset, ctypes.c_uint32(0)))
+        if seccomp.supported():
+            seccomp.install()
     finally:
         os.close(ruleset)
     global _ENTERED
