@@ -36,7 +36,7 @@ from pytest_modeltiers.errors import ModelTiersError
 from pytest_modeltiers.options import MODEL_FLAG, option_named
 from pytest_modeltiers.recorder import RECORDER_KEY
 from pytest_modeltiers.settings import SETTINGS_KEY, Settings
-from pytest_modeltiers.suites import NODEID_PREFIX, is_suite_nodeid, suite_paths
+from pytest_modeltiers.suites import NODEID_PREFIX, is_suite_nodeid, selected_tiers, suite_paths
 from pytest_modeltiers.timeouts import (
     CheckTimeout,
     check_deadline,
@@ -171,12 +171,17 @@ class ModelTiersSession:
             one_thread = one_thread_for_small_models(largest)
             if one_thread is not None:
                 self.threads_note = f"{self.threads_note}; {one_thread}"
-        from pytest_modeltiers.checks.tier5_inputs import check_tier5_inputs
+        markexpr = self.config.option.markexpr if self.config is not None else ""
+        if workerinput is None and "tier5" in selected_tiers(markexpr or ""):
+            # Tier 5's data, profile and database options: usage errors, before collection.
+            # Once, in the controller (it refuses the run before any worker starts), and only
+            # when tier 5 can run: a tier 1 run never reads the data files an ini file names.
+            from pytest_modeltiers.checks.tier5_inputs import check_tier5_inputs
 
-        try:  # tier 5's data, profile and database options: usage errors, before collection
-            check_tier5_inputs(self.settings, {k: m.task for k, m in self.models.items()})
-        except ModelTiersError as exc:
-            raise pytest.UsageError(str(exc)) from None
+            try:
+                check_tier5_inputs(self.settings, {k: m.task for k, m in self.models.items()})
+            except ModelTiersError as exc:
+                raise pytest.UsageError(str(exc)) from None
         # torch, Hypothesis and the models stay loaded for the whole session: out of the
         # collector's sight until ``thaw_heap``, after pytest's final collection.
         if startup.freeze_heap():

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from probes import TORCH_IMPORT_COLLECTIONS
 
 from pytest_modeltiers.options import OPTIONS
 
@@ -362,30 +363,13 @@ def test_a_model_that_fails_to_load_leaves_no_heap_frozen(pytester: pytest.Pytes
     assert gc.get_freeze_count() == before
 
 
-_IMPORT_COLLECTIONS_PROBE = """
-import gc
-import sys
-
-collections = []
-
-
-def _count(phase, info):
-    # A collection that starts while a torch module is executing its import.
-    frame = sys._getframe(1) if phase == "start" else None
-    while frame is not None:
-        code = frame.f_code
-        if code.co_name == "<module>" and "torch" in code.co_filename:
-            collections.append(info["generation"])
-            return
-        frame = frame.f_back
-
-
-gc.callbacks.append(_count)
-
-
+_IMPORT_COLLECTIONS_PROBE = (
+    TORCH_IMPORT_COLLECTIONS
+    + """
 def pytest_collection_finish(session):
     print("collections while torch imported:", len(collections))
 """
+)
 
 
 @pytest.mark.parametrize("imported_by", ["plugin", "conftest"])

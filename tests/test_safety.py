@@ -9,11 +9,8 @@ focused tests below pin each rule and each way of hiding a name.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import textwrap
 from collections.abc import Iterator
@@ -21,6 +18,7 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
+from payloads import run_payloads
 
 from pytest_modeltiers.models.safety import RULES, SafetyFinding, scan_model_file
 
@@ -108,32 +106,6 @@ def test_benign_file_has_no_finding(model_file: Path) -> None:
 
 # Imports each malicious model file the way the loader does (its folder on sys.path) and calls
 # build_model(), once per file, in one interpreter so torch is imported only once.
-_DRIVER = """
-import importlib.util, json, os, sys
-results = {}
-for index, (model_file, marker) in enumerate(json.loads(sys.argv[1])):
-    folder = os.path.dirname(model_file)
-    os.environ["MODELTIERS_MARKER"] = marker
-    before = set(sys.modules)
-    sys.path.insert(0, folder)
-    error = None
-    try:
-        spec = importlib.util.spec_from_file_location(f"_payload_{index}", model_file)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        module.build_model()
-    except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    finally:
-        sys.path.remove(folder)
-        for name in set(sys.modules) - before:  # the case's own modules (helper, model)
-            origin = str(getattr(sys.modules[name], "__file__", None) or "")
-            if name == spec.name or origin.startswith(folder + os.sep):
-                del sys.modules[name]
-    results[model_file] = {"marker": os.path.lexists(marker), "error": error}
-print(json.dumps(results))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -141,16 +113,7 @@ def payload_results() -> Iterator[dict[str, dict[str, object]]]:
     # A short directory: socket_unix binds its marker path, and AF_UNIX paths are short.
     with tempfile.TemporaryDirectory(prefix="mt-") as markers:
         cases = [(str(p), os.path.join(markers, _case_id(p))) for p in MALICIOUS_CASES]
-        done = subprocess.run(
-            [sys.executable, "-c", _DRIVER, json.dumps(cases)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-            timeout=300,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        yield json.loads(done.stdout.strip().splitlines()[-1])
+        yield run_payloads(cases)
 
 
 @pytest.mark.parametrize("model_file", MALICIOUS_CASES, ids=_case_id)

@@ -6,13 +6,11 @@ and the rule-table gaps, each a file in ``fixtures/safety_corpus`` built like ``
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from payloads import run_payloads
 
 from pytest_modeltiers.models.safety import RULES, _Scan, scan_model_file
 
@@ -141,41 +139,14 @@ REPRESENTATIVE = [
     "mock_patch_original",
 ]
 
-_DRIVER = """
-import importlib.util, json, os, sys
-results = {}
-for index, (model_file, marker) in enumerate(json.loads(sys.argv[1])):
-    os.environ["MODELTIERS_MARKER"] = marker
-    spec = importlib.util.spec_from_file_location(f"payload_{index}", model_file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # as the loader does: get_type_hints looks the module up
-    error = ""
-    try:
-        spec.loader.exec_module(module)
-        module.build_model()
-    except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    results[os.path.basename(model_file)] = [os.path.lexists(marker), error]
-print(json.dumps(results))
-"""
-
 
 def test_representative_payloads_fire_when_run_unprotected(tmp_path: Path) -> None:
     """Run unscanned (one interpreter, torch imported once), each payload creates its marker."""
     cases = [
         (str(CORPUS / "malicious" / f"{name}.py"), str(tmp_path / name)) for name in REPRESENTATIVE
     ]
-    done = subprocess.run(
-        [sys.executable, "-c", _DRIVER, json.dumps(cases)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
-    assert all(fired for fired, _ in results.values()), json.dumps(results, indent=1)
+    results = run_payloads(cases)
+    assert all(r["marker"] for r in results.values()), json.dumps(results, indent=1)
 
 
 ALIAS_CYCLES = {

@@ -7,34 +7,19 @@ import json
 from pathlib import Path
 
 import pytest
+from probes import TORCH_IMPORT_COLLECTIONS
 
 from pytest_modeltiers import startup
 from pytest_modeltiers.startup import OPT_OUT_VARIABLE
 
 TINY_GPT = Path(__file__).resolve().parents[1] / "example_models" / "tiny_gpt.py"
 
-_PROBE = """
+_PROBE = (
+    TORCH_IMPORT_COLLECTIONS
+    + """
 import atexit
-import gc
 import json
-import sys
 from pathlib import Path
-
-collections = []
-
-
-def _count(phase, info):
-    # A collection that starts while a torch module is executing its import.
-    frame = sys._getframe(1) if phase == "start" else None
-    while frame is not None:
-        code = frame.f_code
-        if code.co_name == "<module>" and "torch" in code.co_filename:
-            collections.append(info["generation"])
-            return
-        frame = frame.f_back
-
-
-gc.callbacks.append(_count)
 # Registered before the plugin's configure hook, so it runs after the plugin's exit handler.
 atexit.register(lambda: Path("frozen-at-exit.txt").write_text(str(gc.get_freeze_count() > 0)))
 
@@ -50,6 +35,7 @@ def pytest_collection_finish(session):
         ),
     }))
 """
+)
 
 
 @pytest.mark.parametrize("tricks_off", [False, True], ids=["tricks", "opted-out"])

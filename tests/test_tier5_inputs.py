@@ -159,6 +159,22 @@ def test_unreadable_data_files_are_usage_errors(
     _usage_error(pytester, [option, fixture], f"{option} {fixture}: {expected}")
 
 
+def test_tier5_inputs_are_checked_only_when_tier5_can_run(pytester: pytest.Pytester) -> None:
+    """An ini file naming tier 5's data is read by tier 5 runs, not by every tier 1 run."""
+    shutil.copy(INPUTS / "garbage.pt", pytester.path)
+    shutil.copy(MODEL, pytester.path)
+    pytester.makeini("[pytest]\nmodeltiers_current_data = garbage.pt\n")
+    tier1 = pytester.runpytest(
+        "--model=bag_cls.py", "-m", "tier1", "--co", "-p", "no:cacheprovider"
+    )
+    assert tier1.ret == pytest.ExitCode.OK, tier1.stderr.str()
+    tier5 = pytester.runpytest(
+        "--model=bag_cls.py", "-m", "tier5", "--co", "-p", "no:cacheprovider"
+    )
+    assert tier5.ret == pytest.ExitCode.USAGE_ERROR
+    tier5.stderr.fnmatch_lines(["ERROR: --current-data garbage.pt: *cannot read dataset file*"])
+
+
 def test_data_out_of_the_models_vocabulary_is_a_usage_error(pytester: pytest.Pytester) -> None:
     ids = torch.full((4, 8), 500)
     torch.save(

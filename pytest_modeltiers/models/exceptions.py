@@ -17,6 +17,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from pytest_modeltiers.models.sandbox import blocked_message
+
 __all__ = [
     "describe_exception",
     "describe_model_exception",
@@ -108,9 +110,7 @@ def describe_exception(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     if len(text) > MAX_EXCEPTION_TEXT:
         text = text[: MAX_EXCEPTION_TEXT - 3] + "..."
-    # Only a process that imported the sandbox can be confined; others never pay for ctypes.
-    sandbox = sys.modules.get("pytest_modeltiers.models.sandbox")
-    blocked = sandbox.blocked_message(exc) if sandbox is not None else None
+    blocked = blocked_message(exc)
     return f"{text} ({blocked})" if blocked else text
 
 
