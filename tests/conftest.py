@@ -44,6 +44,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     share_cpus_between_workers(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
 
+@pytest.fixture(autouse=True)
+def _outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test as on a developer's machine, whatever CI the suite itself runs under.
+
+    ``CI=true`` changes the default profile (``ci``), which shows in headers and rerun lines;
+    a test about CI sets it itself.
+    """
+    monkeypatch.delenv("CI", raising=False)
+
+
 @pytest.fixture
 def loader_models(pytester: pytest.Pytester) -> Path:
     """The loader fixture models (``fixtures/models``) copied into the pytester directory."""
