@@ -46,9 +46,17 @@ _EXPORTS = {
     "load_adapter": "pytest_modeltiers.models.adapters",
     "make_batch": "pytest_modeltiers.models.batches",
     "scan_model_file": "pytest_modeltiers.models.safety",
+    "GistModel": "pytest_modeltiers.models.gist",
+    "load_gist_model": "pytest_modeltiers.models.gist",
     "ExperimentDB": "pytest_modeltiers.store.experiment_db",
     "StoreError": "pytest_modeltiers.store.sqlite_base",
     "run_training": "pytest_modeltiers.training.run",
+    "create_repro_bundle": "pytest_modeltiers.repro.bundle",
+    "verify_repro_bundle": "pytest_modeltiers.repro.verify",
+    "run_grid_sweep": "pytest_modeltiers.sweeps.runner",
+    "run_sweep": "pytest_modeltiers.sweeps.runner",
+    "get_runs_for_sweep": "pytest_modeltiers.sweeps.runner",
+    "SweepResult": "pytest_modeltiers.sweeps.runner",
     "TrainingResults": "pytest_modeltiers.training.results",
     "load_model_weights": "pytest_modeltiers.training.checkpoints",
     "CheckpointError": "pytest_modeltiers.training.checkpoints",
@@ -58,6 +66,8 @@ _EXPORTS = {
     "run_evaluation": "pytest_modeltiers.evaluation.held_out",
     "compare_models": "pytest_modeltiers.evaluation.regression",
     "compute_profile": "pytest_modeltiers.drift.distribution",
+    "compute_dataset_profile": "pytest_modeltiers.drift.distribution",
+    "ONNXExporter": "pytest_modeltiers.export.onnx_exporter",
     "compare_profiles": "pytest_modeltiers.drift.distribution",
     "log_profile_to_db": "pytest_modeltiers.drift.profile_io",
     # tier 5: retraining triggers, model registry, metrics engine
@@ -95,6 +105,7 @@ __all__ = [
     "ExperimentDB",
     "ExportHealthChecker",
     "ExportHealthReport",
+    "GistModel",
     "HealthReport",
     "LoadRequest",
     "LoadedModel",
@@ -103,10 +114,12 @@ __all__ = [
     "ModelSpecError",
     "ModelTiersError",
     "ModelTiersWarning",
+    "ONNXExporter",
     "PerformanceTrigger",
     "RetrainingReport",
     "RetrainingTriggerManager",
     "StoreError",
+    "SweepResult",
     "TaskAdapter",
     "TaskSpec",
     "TaskSpecError",
@@ -122,8 +135,10 @@ __all__ = [
     "compare_configs",
     "compare_models",
     "compare_profiles",
+    "compute_dataset_profile",
     "compute_profile",
     "create_export_bundle",
+    "create_repro_bundle",
     "evaluate_retraining",
     "export_model",
     "get_adapter",
@@ -131,8 +146,10 @@ __all__ = [
     "get_balanced_config",
     "get_builtin_task",
     "get_conservative_config",
+    "get_runs_for_sweep",
     "load_adapter",
     "load_exported_model",
+    "load_gist_model",
     "load_model",
     "load_model_weights",
     "log_profile_to_db",
@@ -140,8 +157,11 @@ __all__ = [
     "resolve_task",
     "run_evaluation",
     "run_export_validation",
+    "run_grid_sweep",
+    "run_sweep",
     "run_training",
     "scan_model_file",
+    "verify_repro_bundle",
 ]
 
 
@@ -176,7 +196,11 @@ if TYPE_CHECKING:
         resolve_task,
     )
     from pytest_modeltiers.config.training import TrainingConfig, compare_configs
-    from pytest_modeltiers.drift.distribution import compare_profiles, compute_profile
+    from pytest_modeltiers.drift.distribution import (
+        compare_profiles,
+        compute_dataset_profile,
+        compute_profile,
+    )
     from pytest_modeltiers.drift.profile_io import log_profile_to_db
     from pytest_modeltiers.errors import (
         AdapterError,
@@ -191,15 +215,25 @@ if TYPE_CHECKING:
     from pytest_modeltiers.evaluation.metrics_engine import MetricsEngine
     from pytest_modeltiers.evaluation.regression import compare_models
     from pytest_modeltiers.export.exporters import export_model
+    from pytest_modeltiers.export.onnx_exporter import ONNXExporter
     from pytest_modeltiers.export.runtime import load_exported_model
     from pytest_modeltiers.models.adapters import TaskAdapter, get_adapter, load_adapter
     from pytest_modeltiers.models.batches import make_batch
+    from pytest_modeltiers.models.gist import GistModel, load_gist_model
     from pytest_modeltiers.models.loader import LoadedModel, LoadRequest, load_model
     from pytest_modeltiers.models.safety import scan_model_file
     from pytest_modeltiers.report import CheckResult, HealthReport
+    from pytest_modeltiers.repro.bundle import create_repro_bundle
+    from pytest_modeltiers.repro.verify import verify_repro_bundle
     from pytest_modeltiers.store.experiment_db import ExperimentDB
     from pytest_modeltiers.store.model_registry import ModelRegistry
     from pytest_modeltiers.store.sqlite_base import StoreError
+    from pytest_modeltiers.sweeps.runner import (
+        SweepResult,
+        get_runs_for_sweep,
+        run_grid_sweep,
+        run_sweep,
+    )
     from pytest_modeltiers.training.checkpoints import CheckpointError, load_model_weights
     from pytest_modeltiers.training.results import TrainingResults
     from pytest_modeltiers.training.run import run_training

@@ -9,6 +9,8 @@ and how to fix it. The plugin turns the ones raised while resolving ``--model`` 
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 
@@ -41,3 +43,19 @@ class ModelTiersWarning(pytest.PytestWarning):
 
     Filter them with ``-W ignore::pytest_modeltiers.ModelTiersWarning``.
     """
+
+
+def stacklevel_outside_package() -> int:
+    """For ``warnings.warn`` in the calling function: the ``stacklevel`` of the first frame
+    outside this package, so a warning names the user's line (a script, a notebook cell),
+    however deep in the package it was raised."""
+    package = __name__.partition(".")[0]
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None:
+        module = str(frame.f_globals.get("__name__", ""))
+        if module != package and not module.startswith(package + "."):
+            break
+        frame = frame.f_back
+        level += 1
+    return level

@@ -2,7 +2,7 @@
 
 PYTEST_DONT_REWRITE
 
-The core install runs tier 1; tiers 3, 4 and 5 import libraries that only their extra installs.
+The core install runs tier 1; tiers 2 to 5 import libraries that only their extra installs.
 A run that selects such a tier without them is refused before collection, with the ``pip``
 command that installs what is missing, instead of failing test by test on an ImportError.
 Only the standard library is imported: presence is tested with ``find_spec``, which imports
@@ -12,6 +12,7 @@ nothing.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -26,17 +27,44 @@ class Extra:
     modules: tuple[str, ...]
 
     def missing(self) -> list[str]:
-        return [module for module in self.modules if importlib.util.find_spec(module) is None]
+        return [module for module in self.modules if not _installed(module)]
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # imported without a ``__spec__`` (optuna_integration's lazy module)
+        return sys.modules.get(module) is not None
 
 
 #: The extra each tier's suite needs beyond the core (tier 1 needs none). Tier 3 asks for
 #: ``train`` as a whole: only its real training run imports Lightning, but a tier that runs
 #: without one of its checks would score the model on less than it claims.
 TIER_EXTRAS: dict[str, Extra] = {
+    "tier2": Extra("analysis", ("captum",)),
     "tier3": Extra("train", ("lightning",)),
     "tier4": Extra("export", ("onnx", "onnxruntime", "onnxscript")),
     "tier5": Extra("monitor", ("scipy", "pandas")),
 }
+
+
+#: The extra of the HTML report's plots (``--modeltiers-html``, ``modeltiers report --html``).
+REPORT_EXTRA = Extra("report", ("matplotlib",))
+
+#: The extra of hyperparameter sweeps (``run_sweep``, ``modeltiers sweep``).
+SWEEP_EXTRA = Extra("sweep", ("optuna", "optuna_integration"))
+
+
+def feature_missing_error(extra: Extra, feature: str) -> str | None:
+    """The error for using ``feature`` without the modules of ``extra``, naming them and the
+    command that installs them; None when everything is installed."""
+    missing = extra.missing()
+    if not missing:
+        return None
+    return (
+        f"{feature} needs {', '.join(missing)}, which is not installed; install the "
+        f"[{extra.name}] extra with {install_command([extra.name])}"
+    )
 
 
 def tier_installed(tier: str) -> bool:

@@ -153,6 +153,7 @@ def training_run_config(training_config: TrainingConfig) -> TrainingConfig:
 
 @pytest.fixture(scope="session")
 def training_run(
+    request: pytest.FixtureRequest,
     modeltiers_settings: Settings,
     modeltiers_loaded_model: LoadedModel,
     training_run_config: TrainingConfig,
@@ -169,6 +170,7 @@ def training_run(
     from pathlib import Path
 
     from pytest_modeltiers.checks.tier3_run import execute_training_run
+    from pytest_modeltiers.report.progress import progress_for
 
     loaded = modeltiers_loaded_model
     folder = tmp_path_factory.mktemp("modeltiers-training-" + re.sub(r"[^\w.-]+", "_", loaded.name))
@@ -182,6 +184,8 @@ def training_run(
         eval_config,
         db_path=db_path,
         run_dir=folder / "run",
+        run_fields=loaded.run_fields(),  # a gist's id, revision and hash
+        progress=progress_for(request.config),  # steps, loss and ETA on the terminal
     )
 
 
@@ -251,11 +255,18 @@ def modeltiers_exports(
 
 
 @pytest.fixture(scope="session")
-def exported_model(modeltiers_exports: ExportCache, export_format: str) -> ExportOutcome:
+def exported_model(
+    request: pytest.FixtureRequest, modeltiers_exports: ExportCache, export_format: str
+) -> ExportOutcome:
     """The model exported to ``export_format`` once per session: an ``ExportOutcome``.
 
     ``exported_model.runner(inputs)`` runs the loaded artifact (inputs by name, e.g.
     ``input_ids``); ``exported_model.artifact.path`` is the file. A failed export is returned,
     not raised (``exported_model.error`` says why), so ``test_export`` can report it.
     """
-    return modeltiers_exports.outcome(export_format)
+    from pytest_modeltiers.report.progress import progress_for
+
+    with progress_for(request.config).stage(f"tier 4 export {export_format}", unit="") as stage:
+        outcome = modeltiers_exports.outcome(export_format)
+        stage.note = "exported" if outcome.ok else "export failed"
+    return outcome

@@ -130,6 +130,19 @@ def _parse_export_tolerance(value: str) -> str:
     return value
 
 
+# -- tier 2 parsers -------------------------------------------------------------------------
+
+
+def _parse_share(value: str) -> float:
+    try:
+        share = float(value)
+    except ValueError:
+        raise OptionValueError(f"expected a share from 0 to 1 such as 0.9, got {value!r}") from None
+    if not 0 <= share <= 1:
+        raise OptionValueError(f"expected a share from 0 to 1 such as 0.9, got {value!r}")
+    return share
+
+
 # -- tier 5 parsers -------------------------------------------------------------------------
 
 _RUN_ID = re.compile(r"^[1-9][0-9]*$")
@@ -152,12 +165,15 @@ def _parse_data_file(value: str) -> str:
     return value
 
 
-def _parse_run_id(value: str) -> int:
-    if not _RUN_ID.match(value.strip()):
+def _parse_run_spec(value: str) -> str:
+    """A run of the experiment database: its id, ``latest`` or its name (resolved at start)."""
+    text = value.strip()
+    if not text or (text.isdigit() and not _RUN_ID.match(text)):
         raise OptionValueError(
-            f"expected a run id of the experiment database (a positive integer), got {value!r}"
+            "expected a run id of the experiment database (a positive integer), a run name, "
+            f"or latest (the newest completed run with a checkpoint), got {value!r}"
         )
-    return int(value)
+    return text
 
 
 def _parse_profile_spec(value: str) -> str:
@@ -265,7 +281,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         ("--modeltiers-model",),
         "modeltiers_model",
-        "model to validate: path/to/file.py, file.py::NAME or package.module:attr; repeat for "
+        "model to validate: path/to/file.py, file.py::NAME, package.module:attr or "
+        "gist:ID[@REVISION][::NAME] (a GitHub gist, always run in the sandbox); repeat for "
         "several models (alias --model unless another plugin or conftest.py defines it)",
         metavar="SPEC",
         multiple=True,
@@ -307,16 +324,25 @@ OPTIONS: tuple[Option, ...] = (
         "kernel supports it; the default), on (a usage error where it does not) or off; a "
         "session running inside another one's process (pytester's in-process runpytest) is "
         "never confined, since confining is irreversible; pytest runs only: the modeltiers "
-        "command does not confine itself yet",
+        "command does not confine itself yet; a gist model runs only confined: off, or no "
+        "sandbox, is refused for it unless --trust-model is given too",
         metavar="auto|on|off",
         parse=_choice(SANDBOX_MODES),
     ),
     Option(
         ("--model-sha256",),
         "modeltiers_model_sha256",
-        "refuse the model file unless its content has this SHA-256",
+        "refuse the model file unless its content has this SHA-256 (a gist: the hash of its "
+        "file names and bytes, shown in the session header)",
         metavar="HEX",
         parse=_parse_sha256,
+    ),
+    Option(
+        ("--modeltiers-cache-dir",),
+        "modeltiers_cache_dir",
+        "folder of the download cache (gist models under gists/ID/REVISION/); default "
+        "$XDG_CACHE_HOME/pytest-modeltiers, else ~/.cache/pytest-modeltiers",
+        metavar="DIR",
     ),
     Option(
         ("--modeltiers-profile",),
@@ -379,11 +405,54 @@ OPTIONS: tuple[Option, ...] = (
         metavar="PATH",
     ),
     Option(
+        ("--modeltiers-html",),
+        "modeltiers_html",
+        "write the session health report as one self-contained HTML page with plots to PATH "
+        "(needs matplotlib: pip install 'pytest-modeltiers[report]'); the plots also go to "
+        "plots/*.svg beside it",
+        metavar="PATH",
+    ),
+    Option(
         ("--modeltiers-fail-under",),
         "modeltiers_fail_under",
         "fail the session when the health score is below SCORE (0-100)",
         metavar="SCORE",
         parse=_parse_score,
+    ),
+    Option(
+        ("--modeltiers-github",),
+        "modeltiers_github",
+        "under GitHub Actions (GITHUB_ACTIONS=true), auto appends the health report to the "
+        "job summary and annotates each failed check on the model's line; off does neither "
+        "(default auto)",
+        metavar="auto|off",
+        parse=_choice(("auto", "off")),
+        default="auto",
+    ),
+    # -- tier 2: measurements judged only against a bound the user sets ------------------------
+    Option(
+        ("--tier2-min-agreement",),
+        "modeltiers_tier2_min_agreement",
+        "fail test_robustness when the share of predictions unchanged under input noise falls "
+        "below SHARE at any noise level (default: report only)",
+        metavar="SHARE",
+        parse=_parse_share,
+    ),
+    Option(
+        ("--tier2-min-radius",),
+        "modeltiers_tier2_min_radius",
+        "fail test_robustness when the median FGSM robustness radius falls below EPS "
+        "(default: report only)",
+        metavar="EPS",
+        parse=_parse_budget,
+    ),
+    Option(
+        ("--tier2-max-dead-heads",),
+        "modeltiers_tier2_max_dead_heads",
+        "fail test_attention_health when the share of dead (uniform) or one-key heads exceeds "
+        "SHARE (default: report only)",
+        metavar="SHARE",
+        parse=_parse_share,
     ),
     # -- tier 5: evaluation, baseline regression, drift ----------------------------------------
     Option(
@@ -415,9 +484,10 @@ OPTIONS: tuple[Option, ...] = (
         ("--baseline-run",),
         "modeltiers_baseline_run",
         "experiment-database run whose checkpoint test_baseline_regression compares the model "
-        "with (needs --experiment-db)",
-        metavar="RUN_ID",
-        parse=_parse_run_id,
+        "with: a run id, a run name (its newest run) or latest (the newest completed run with a "
+        "checkpoint, from before this session) (needs --experiment-db)",
+        metavar="RUN",
+        parse=_parse_run_spec,
     ),
     Option(
         ("--reference-profile",),

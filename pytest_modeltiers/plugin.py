@@ -28,7 +28,7 @@ from pytest_modeltiers.suites import SUITE_TIERS, selected_tiers
 
 MARKERS = {
     "tier1": "tier 1 (wiring): shapes, gradients, stability, batch independence, masking, init",
-    "tier2": "tier 2 (analysis): attention patterns, attributions, robustness",
+    "tier2": "tier 2 (analysis): attention maps, attribution completeness, robustness",
     "tier3": "tier 3 (training): overfit one batch, accumulation, resume, seeds, a real run",
     "tier4": "tier 4 (export): ONNX, torch.export, TorchScript parity, latency, health report",
     "tier5": "tier 5 (monitoring): evaluation, baseline regression, drift, retraining triggers",

@@ -47,10 +47,19 @@ from pytest_modeltiers.timeouts import (
 if TYPE_CHECKING:
     from pytest_modeltiers.models.loader import LoadedModel
     from pytest_modeltiers.models.sandbox import Sandbox
+    from pytest_modeltiers.models.spec import ModelSpec
     from pytest_modeltiers.report import CheckResult, HealthReport
 
 SESSION_KEY = pytest.StashKey["ModelTiersSession"]()
 VERDICT_KEY = pytest.StashKey["CheckResult | None"]()
+#: A check's setup that took this long ran session fixtures for it: shown as a JUnit property.
+SHOWN_SETUP_SECONDS = 0.05
+#: The key of xdist's ``workerinput`` that carries the controller's resolved ``--baseline-run``.
+BASELINE_RUN_INPUT = "modeltiers_baseline_run"
+#: The key of xdist's ``workerinput`` that carries the revision each of the controller's gists
+#: resolved to and its cache: a worker, already confined (no network, a sandbox's own cache
+#: variables), reads exactly those files.
+GIST_PINS_INPUT = "modeltiers_gist_pins"
 
 
 _SUITE_TEST = re.compile(r"^modeltiers/tier(?P<tier>\d)\.py::(?P<name>\w+)(\[(?P<param>.*)\])?$")
@@ -84,16 +93,25 @@ class ModelTiersSession:
     froze_gc: bool = False
     checks: list[CheckResult] = field(default_factory=list)
     report_paths: tuple[Path, Path] | None = None
+    #: ``--modeltiers-html``: the page and its plot files, once written.
+    html_paths: tuple[Path, list[Path]] | None = None
     score_failed: bool = False
     threads_note: str | None = None
     #: The session's items (after selection) and the node ids that finished, for ``not_run``.
     items: list[pytest.Item] = field(default_factory=list)
     finished: set[str] = field(default_factory=set)
+    #: Each built-in check's setup time: the session fixtures it was first to need (a training
+    #: run, an export) are part of what the check cost, in its duration and JUnit properties.
+    setup_seconds: dict[str, float] = field(default_factory=dict)
     #: The pytest config, for the places a sandboxed session writes (its temp dir, cache).
     config: pytest.Config | None = field(default=None, repr=False)
     #: The sandbox the loader enters before model code runs, and the header's line about it.
     sandbox: Sandbox | None = None
     sandbox_note: str | None = None
+    #: ``[gist:ID@REVISION, cache folder]`` of each gist spec, for the xdist workers.
+    gist_pins: dict[str, list[str]] = field(default_factory=dict)
+    #: The header's line saying which run ``--baseline-run latest`` (or a name) is.
+    baseline_note: str | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config, *, model_flag_taken: bool) -> ModelTiersSession:
@@ -155,11 +173,15 @@ class ModelTiersSession:
         self.froze_gc = froze_libraries
         if workerinput is not None:
             share_cpus_between_workers(int(workerinput.get("workercount", 1)))
-        self.sandbox = self._prepare_sandbox()
+        parsed = self._parse_specs((workerinput or {}).get(GIST_PINS_INPUT, {}))
+        if self.config is not None:
+            self._prepare_plots(self.config)
+        self.sandbox = self._prepare_sandbox(parsed)
         for spec in self.model_specs:
             request = dataclasses.replace(
                 LoadRequest.from_settings(spec, self.settings, self.rootdir),
                 enter_sandbox=self.sandbox.enter if self.sandbox is not None else None,
+                parsed=parsed[spec],
             )
             try:
                 loaded = load_model(request)
@@ -171,26 +193,124 @@ class ModelTiersSession:
             one_thread = one_thread_for_small_models(largest)
             if one_thread is not None:
                 self.threads_note = f"{self.threads_note}; {one_thread}"
+        if workerinput is None and self.config is not None:
+            self._register_github(self.config)
         markexpr = self.config.option.markexpr if self.config is not None else ""
         if workerinput is None and "tier5" in selected_tiers(markexpr or ""):
             # Tier 5's data, profile and database options: usage errors, before collection.
             # Once, in the controller (it refuses the run before any worker starts), and only
             # when tier 5 can run: a tier 1 run never reads the data files an ini file names.
-            from pytest_modeltiers.checks.tier5_inputs import check_tier5_inputs
+            from pytest_modeltiers.checks.tier5_inputs import (
+                check_tier5_inputs,
+                resolve_baseline_run,
+            )
 
             try:
                 check_tier5_inputs(self.settings, {k: m.task for k, m in self.models.items()})
+                resolved = resolve_baseline_run(self.settings)
             except ModelTiersError as exc:
                 raise pytest.UsageError(str(exc)) from None
+            if resolved is not None:
+                self.use_baseline_run(*resolved)
+        elif workerinput is not None and BASELINE_RUN_INPUT in workerinput:
+            self.use_baseline_run(str(workerinput[BASELINE_RUN_INPUT]), "")
         # torch, Hypothesis and the models stay loaded for the whole session: out of the
         # collector's sight until ``thaw_heap``, after pytest's final collection.
         if startup.freeze_heap():
             self.froze_gc = True
 
-    def _prepare_sandbox(self) -> Sandbox | None:
+    def use_baseline_run(self, run_id: str, note: str) -> None:
+        """``--baseline-run`` as the run id it was resolved to, in this process's settings."""
+        self.settings = dataclasses.replace(self.settings, baseline_run=run_id)
+        self.baseline_note = note or None
+        if self.config is not None:
+            self.config.stash[SETTINGS_KEY] = self.settings
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """pytest-xdist: each worker compares with the run the controller resolved."""
+        if self.settings.baseline_run is not None and self.settings.baseline_run.isdigit():
+            node.workerinput[BASELINE_RUN_INPUT] = self.settings.baseline_run
+        if self.gist_pins:  # and each worker runs the gist revision the controller resolved
+            node.workerinput[GIST_PINS_INPUT] = dict(self.gist_pins)
+
+    def _prepare_plots(self, config: pytest.Config) -> None:
+        """With ``--modeltiers-html`` or pytest-html's ``--html``: load Matplotlib before the
+        sandbox closes the home folder (its font cache), and feed pytest-html our checks."""
+        from pytest_modeltiers.report.pytest_html_bridge import (
+            PytestHtmlBridge,
+            pytest_html_active,
+        )
+
+        feeds_pytest_html = pytest_html_active(config)
+        if feeds_pytest_html:
+            config.pluginmanager.register(
+                PytestHtmlBridge(self.health_report), "modeltiers-pytest-html"
+            )
+        if self.settings.html or feeds_pytest_html:
+            from pytest_modeltiers.report.plots import preload
+
+            preload()
+
+    def _register_github(self, config: pytest.Config) -> None:
+        """Under GitHub Actions: the job summary and one annotation per failed check."""
+        from pytest_modeltiers.report.github import GitHubActions, github_actions_active
+
+        if self.settings.github == "off" or not github_actions_active():
+            return
+        reporter = GitHubActions(
+            checks=lambda: self.checks,
+            markdown=lambda s: self.health_report(**_final_status(s.exitstatus)).to_markdown(),
+            model_files=[m.source_file for m in self.models.values() if m.source_file],
+            base=config.invocation_params.dir,
+            rootdir=self.rootdir,
+        )
+        config.pluginmanager.register(reporter, "modeltiers-github")
+
+    def _parse_specs(self, pins: dict[str, list[str]]) -> dict[str, ModelSpec]:
+        """Each spec parsed once, a gist fetched once (before the process is confined); an
+        xdist worker takes the revision its controller resolved (``pins``) from its cache."""
+        from pytest_modeltiers.models.spec import parse_model_spec
+
+        cache = Path(self.settings.cache_dir) if self.settings.cache_dir else None
+        parsed = {}
+        for spec in self.model_specs:
+            pinned, pin_cache = pins.get(spec, (spec, cache))
+            try:
+                found = parse_model_spec(
+                    pinned, self.rootdir, cache_dir=Path(pin_cache) if pin_cache else None
+                )
+            except ModelTiersError as exc:
+                raise pytest.UsageError(f"--model {spec}: {exc}") from None
+            if spec in pins:  # named as the user named it, as in the controller
+                found = dataclasses.replace(found, raw=spec.strip())
+            parsed[spec] = found
+            if found.gist is not None:
+                self.gist_pins[spec] = [found.gist.spec, str(found.gist.cache_dir.absolute())]
+        return parsed
+
+    def _unconfined_gists(self, parsed: dict[str, ModelSpec], why: str, fix: str) -> str | None:
+        """Gist code is untrusted by definition and runs only confined: a usage error saying
+        why it would not be, unless ``--trust-model``; then the header's warning (or None)."""
+        gists = ", ".join(spec for spec, p in parsed.items() if p.gist is not None)
+        if not gists:
+            return None
+        if not self.settings.trust_model:
+            raise pytest.UsageError(
+                f"--model {gists}: a gist model is untrusted code and runs only inside the "
+                f"sandbox, but {why}; {fix}, or pass --trust-model as well to run it "
+                "unconfined (and unscanned)"
+            )
+        return (
+            f"WARNING: {why}, and --trust-model: gist model {gists} runs unconfined and "
+            "unscanned, with all of your rights (your files, the network, any program)"
+        )
+
+    def _prepare_sandbox(self, parsed: dict[str, ModelSpec]) -> Sandbox | None:
         """The sandbox of ``--modeltiers-sandbox``, or None (off, or unavailable under auto).
 
-        Its writable places are created now: a Landlock rule needs an existing folder.
+        Its writable places are created now: a Landlock rule needs an existing folder. A gist
+        model without a sandbox is refused unless ``--trust-model`` (``_unconfined_gists``).
         """
         mode = self.settings.sandbox or "auto"
         if mode != "off" and _live_sessions() > 1:
@@ -203,22 +323,26 @@ class ModelTiersSession:
             )
             if mode == "on":
                 raise pytest.UsageError(f"--modeltiers-sandbox on: {nested}")
-            self.sandbox_note = f"sandbox not entered: {nested}"
+            self.sandbox_note = (
+                self._unconfined_gists(
+                    parsed,
+                    "this session runs inside another pytest session's process, which it must "
+                    "not confine",
+                    "run it in a subprocess (runpytest_subprocess)",
+                )
+                or f"sandbox not entered: {nested}"
+            )
             return None
         if mode == "off":
-            self.sandbox_note = (
+            self.sandbox_note = self._unconfined_gists(
+                parsed, "--modeltiers-sandbox off", "drop --modeltiers-sandbox off"
+            ) or (
                 "WARNING: --modeltiers-sandbox off: the model's code runs with all of your "
                 "rights (your files, the network, any program)"
             )
             return None
-        from pytest_modeltiers.models.sandbox import (
-            Sandbox,
-            SandboxPolicy,
-            default_readable,
-            landlock_abi,
-            python_executables,
-        )
-        from pytest_modeltiers.models.spec import parse_model_spec
+        from pytest_modeltiers.models.sandbox import Sandbox, landlock_abi
+        from pytest_modeltiers.models.sandbox_plan import Allowance, sandbox_policy
 
         abi, reason = landlock_abi()
         if abi is None:
@@ -227,7 +351,11 @@ class ModelTiersSession:
                     f"--modeltiers-sandbox on: {reason}; pass --modeltiers-sandbox auto to run "
                     "with only the static safety scan where the sandbox is unavailable"
                 )
-            self.sandbox_note = (
+            self.sandbox_note = self._unconfined_gists(
+                parsed,
+                f"the sandbox is unavailable here ({reason})",
+                "run it where Landlock is (Linux 5.13 or later)",
+            ) or (
                 f"sandbox unavailable ({reason}): only the static scan stands between the model "
                 "and this machine"
             )
@@ -235,18 +363,14 @@ class ModelTiersSession:
         assert self.config is not None, "a sandboxed session is built from its pytest config"
         writable = sandbox_outputs(self.config, self.settings)
         readable = [self.rootdir, self.config.invocation_params.dir]
-        for spec in self.model_specs:
-            source = parse_model_spec(spec, self.rootdir).source_file
-            if source is not None:
-                readable.append(source.resolve().parent)
-        homes = _credential_homes()
-        resolved = [p.resolve() for p in readable]
-        readable = [p for p in resolved if not any(p == h or p in h.parents for h in homes)]
-        policy = SandboxPolicy(
-            writable=writable,
-            readable=default_readable(readable),
-            executable=python_executables(),
-        )
+        gists = []
+        for spec in parsed.values():
+            if spec.gist is not None:  # its cache folder holds its files only, even under ~
+                folder = spec.gist.path.parent  # its files and their recorded hash
+                gists.append(Allowance(f"reading gist {spec.gist.id}", (folder,)))
+            elif spec.source_file is not None:
+                readable.append(spec.source_file.resolve().parent)
+        policy = sandbox_policy(writable, readable, gists)
         return Sandbox(policy, scratch=writable[0] / f"modeltiers-tmp-{os.getpid()}")
 
     def stop(self) -> None:
@@ -304,6 +428,8 @@ class ModelTiersSession:
             lines.append(f"modeltiers: {self.sandbox.describe()}")
         elif self.sandbox_note is not None and self.models:
             lines.append(f"modeltiers: {self.sandbox_note}")
+        if self.baseline_note is not None:
+            lines.append(f"modeltiers: {self.baseline_note}")
         return lines
 
     # -- the built-in suites ---------------------------------------------------------------
@@ -421,6 +547,9 @@ class ModelTiersSession:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         """The test's verdict rides on its report as ``modeltiers_check`` (a JSON-able dict)."""
+        setup = self.setup_seconds.get(item.nodeid, 0.0)
+        if call.when == "call" and setup >= SHOWN_SETUP_SECONDS and is_suite_nodeid(item.nodeid):
+            item.user_properties.append(("modeltiers_setup_seconds", round(setup, 3)))
         report = yield
         if is_suite_nodeid(item.nodeid) and report.when == "call":
             result = self._verdict(item, report)
@@ -453,6 +582,8 @@ class ModelTiersSession:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "teardown":
             self.finished.add(report.nodeid)
+        elif report.when == "setup":
+            self.setup_seconds[report.nodeid] = max(report.duration, 0.0)
         if not is_suite_nodeid(report.nodeid):
             return
         carried = getattr(report, "modeltiers_check", None)
@@ -491,7 +622,11 @@ class ModelTiersSession:
         else:
             result = final
         return dataclasses.replace(
-            result, model=model, nodeid=report.nodeid, duration_seconds=max(report.duration, 0.0)
+            result,
+            model=model,
+            nodeid=report.nodeid,
+            duration_seconds=max(report.duration, 0.0)
+            + (self.setup_seconds.get(report.nodeid, 0.0) if report.when == "call" else 0.0),
         )
 
     def _split_param(self, param: str | None) -> tuple[str | None, str]:
@@ -524,11 +659,16 @@ class ModelTiersSession:
             return
         path = self.report_path
         threshold = self.settings.fail_under
-        if path is None and threshold is None:
+        html = self.settings.html
+        if path is None and threshold is None and html is None:
             return
         report = self.health_report(**_final_status(session.exitstatus))
         if path is not None:
             self.report_paths = report.write(path)
+        if html is not None:  # after the JSON: a page that cannot be drawn leaves the JSON
+            from pytest_modeltiers.report.html import write_html
+
+            self.html_paths = write_html(report, html)
         if threshold is not None and report.fail_under(threshold):
             self.score_failed = True
             if session.exitstatus == pytest.ExitCode.OK:
@@ -572,29 +712,16 @@ class ModelTiersSession:
             lines.append(
                 f"modeltiers: report written to {self.report_paths[0]} and {self.report_paths[1]}"
             )
+        if self.html_paths is not None:
+            page, plots = self.html_paths
+            where = f", {len(plots)} plot(s) in {plots[0].parent}" if plots else ""
+            lines.append(f"modeltiers: HTML report written to {page}{where}")
         if self.score_failed:
             lines.append(
                 f"modeltiers: FAILED: health score {shown} is below "
                 f"--modeltiers-fail-under {self.settings.fail_under:g}"
             )
         return lines
-
-
-#: What marks a folder as a home holding credentials, beside the account's own home directory.
-_CREDENTIALS = (".ssh", ".aws", ".netrc", ".git-credentials", ".docker", ".kube", ".gnupg")
-
-
-def _credential_homes() -> set[Path]:
-    """Folders never readable as a whole in the sandbox: the account's home directory (from the
-    password database, whatever ``$HOME`` says) and ``$HOME`` when it holds credentials. A
-    ``$HOME`` pointed at a scratch folder (pytester does that) stays an ordinary folder."""
-    import pwd
-
-    homes = {Path(pwd.getpwuid(os.getuid()).pw_dir).resolve()}
-    home = Path.home().resolve()
-    if any((home / name).exists() for name in _CREDENTIALS):
-        homes.add(home)
-    return homes
 
 
 #: The sessions alive in this process: more than one only when a session runs inside another
@@ -669,6 +796,8 @@ def check_output_paths(settings: Settings) -> None:
                 "another name"
             )
         _check_writable_parent(flag, target.parent)
+    if settings.html is not None:
+        _check_html_path(settings)
     export_dir = settings.export_dir
     if export_dir is not None:
         flag = f"--export-dir {export_dir}"
@@ -681,17 +810,42 @@ def check_output_paths(settings: Settings) -> None:
         _check_writable_parent(flag, directory)
 
 
+def _check_html_path(settings: Settings) -> None:
+    """``--modeltiers-html``: Matplotlib installed, a file path that no other report takes."""
+    from pytest_modeltiers.extras import REPORT_EXTRA, feature_missing_error
+
+    flag = f"--modeltiers-html {settings.html}"
+    missing = feature_missing_error(REPORT_EXTRA, flag)
+    if missing is not None:
+        raise pytest.UsageError(missing)
+    target = Path(str(settings.html))
+    if target.is_dir():
+        raise pytest.UsageError(
+            f"{flag}: {target} is a directory; name a file in it, such as {target / 'health.html'}"
+        )
+    if settings.report is not None:
+        json_path = Path(settings.report).absolute()
+        if target.absolute() in (json_path, json_path.with_suffix(".md")):
+            raise pytest.UsageError(
+                f"{flag}: --modeltiers-report writes that file; give the HTML page its own "
+                "name, such as health.html"
+            )
+    _check_writable_parent(flag, target.parent)
+
+
 def sandbox_outputs(config: pytest.Config, settings: Settings) -> tuple[Path, ...]:
     """Where a sandboxed session writes, each folder created now, pytest's temp root first.
 
     pytest's temp root (``pytest-of-USER``, or the parent of ``--basetemp``, which pytest
     deletes and creates again), the failing-batch folder, Hypothesis's database, pytest's cache
-    dir, the folders of the health report (written atomically, by renaming in its folder),
+    dir, the folders of the health report and its HTML page (written atomically, by renaming
+    in its folder; the page's plots go to a folder inside),
     ``--export-dir`` and ``--experiment-db`` (SQLite's journal files), and the files of
     ``--junitxml`` and ``--report-log`` themselves (created empty now), not their folders.
     """
     from hypothesis.configuration import storage_directory
 
+    from pytest_modeltiers.report.github import step_summary_path
     from pytest_modeltiers.suites.support import FAILURES_DIR
 
     basetemp = config.option.basetemp
@@ -704,7 +858,9 @@ def sandbox_outputs(config: pytest.Config, settings: Settings) -> tuple[Path, ..
     hypothesis.create_if_missing()
     places = [temp_root, config.rootpath / FAILURES_DIR, hypothesis.home_directory]
     places.extend(
-        Path(file).absolute().parent for file in (settings.report, settings.experiment_db) if file
+        Path(file).absolute().parent
+        for file in (settings.report, settings.html, settings.experiment_db)
+        if file
     )
     if settings.export_dir:
         places.append(Path(settings.export_dir))
@@ -718,6 +874,11 @@ def sandbox_outputs(config: pytest.Config, settings: Settings) -> tuple[Path, ..
             target.parent.mkdir(parents=True, exist_ok=True)
             target.touch()
             places.append(target)
+    summary = step_summary_path(settings.github)
+    if summary is not None:  # GitHub's job summary, appended to at the end of the session
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        summary.touch()
+        places.append(summary)
     if config.pluginmanager.has_plugin("cacheprovider"):
         # Created as pytest creates it (with its .gitignore); pytest writes it at the end.
         pytest.Cache.for_config(config, _ispytest=True).mkdir("modeltiers")

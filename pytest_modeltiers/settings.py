@@ -33,6 +33,8 @@ class Settings:
     #: auto, on or off; None when not given (off, without the header's warning).
     sandbox: str | None
     model_sha256: str | None
+    #: The download cache (gists); None: the default under ``$XDG_CACHE_HOME`` or ``~/.cache``.
+    cache_dir: str | None
     #: Never None: without the option, ``ci`` under CI (``CI=true``), else ``fast``.
     profile: str
     timeout: float
@@ -42,11 +44,15 @@ class Settings:
     memory_budget: float | None
     latency_budget: float | None
     report: str | None
+    html: str | None
     fail_under: float | None
+    #: auto (GitHub Actions job summary and annotations when GITHUB_ACTIONS=true) or off.
+    github: str
     eval_data: str | None
     eval_config: str | None
     current_data: str | None
-    baseline_run: int | None
+    #: A run id, ``latest`` or a run name; the session replaces it with the id it resolves to.
+    baseline_run: str | None
     reference_profile: str | None
     regression_tolerance: float
     drift_alpha: float
@@ -61,6 +67,9 @@ class Settings:
     export_quantization: str
     export_onnx_exporter: str
     export_latency_budget: float | None
+    tier2_min_agreement: float | None
+    tier2_min_radius: float | None
+    tier2_max_dead_heads: float | None
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:

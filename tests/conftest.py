@@ -49,9 +49,11 @@ def _outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run every test as on a developer's machine, whatever CI the suite itself runs under.
 
     ``CI=true`` changes the default profile (``ci``), which shows in headers and rerun lines;
-    a test about CI sets it itself.
+    a test about CI sets it itself. The sessions a test runs must not append to the job summary
+    or annotate the pull request of the suite's own GitHub Actions run either.
     """
-    monkeypatch.delenv("CI", raising=False)
+    for name in ("CI", "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITHUB_WORKSPACE"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -31,7 +31,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("checks", ("checks",)),
     # The option table parses export formats and tolerances with export's own parsers.
     ("options", ("options", "settings")),
-    ("mechanisms", ("export", "training", "drift", "triggers", "evaluation")),
+    (
+        "mechanisms",
+        ("export", "training", "drift", "triggers", "evaluation", "analysis", "sweeps", "repro"),
+    ),
     ("models", ("models", "datasets", "strategies")),
     ("records", ("report", "store", "config", "recorder")),
     (

@@ -532,7 +532,8 @@ json_values = st.recursive(
     | st.booleans()
     | st.integers(min_value=-(2**53), max_value=2**53)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
+    # the strings the stores read back as non-finite floats are refused (tested apart)
+    | st.text().filter(lambda text: text not in ("nan", "inf", "-inf")),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
     ),

@@ -13,12 +13,18 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from pytest_modeltiers.extras import TIER_EXTRAS, install_command, missing_extras_error
+from pytest_modeltiers.extras import (
+    REPORT_EXTRA,
+    SWEEP_EXTRA,
+    TIER_EXTRAS,
+    install_command,
+    missing_extras_error,
+)
 from pytest_modeltiers.startup import OPT_OUT_VARIABLE
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_GPT = REPO / "example_models" / "tiny_gpt.py"
-ALL_TIERS = ("tier1", "tier3", "tier4", "tier5")
+ALL_TIERS = ("tier1", "tier2", "tier3", "tier4", "tier5")
 EXTRA_MODULES = sorted({module for extra in TIER_EXTRAS.values() for module in extra.modules})
 
 _IMPORTED_SUITES_PROBE = """
@@ -51,14 +57,19 @@ def test_pyproject_extras_install_what_each_tier_needs() -> None:
     core = {requirement.split(">")[0] for requirement in project["dependencies"]}
     assert core == {"pytest", "torch", "numpy", "hypothesis", "safetensors"}
     assert not core & set(EXTRA_MODULES)
-    every = ",".join(sorted(extra.name for extra in TIER_EXTRAS.values()))
+    features = {REPORT_EXTRA.name, SWEEP_EXTRA.name, "tracking"}  # not tied to a tier
+    every = ",".join(sorted({extra.name for extra in TIER_EXTRAS.values()} | features))
     assert extras["all"] == [f"pytest-modeltiers[{every}]"]
+    for extra in (REPORT_EXTRA, SWEEP_EXTRA):
+        names = sorted(r.split(">")[0].replace("-", "_") for r in extras[extra.name])
+        assert names == sorted(extra.modules), extra.name
 
 
 def test_install_command_names_every_extra_as_all() -> None:
     assert install_command(["export"]) == "pip install 'pytest-modeltiers[export]'"
     assert install_command(["train", "export"]) == "pip install 'pytest-modeltiers[export,train]'"
-    assert install_command(["monitor", "train", "export"]) == "pip install 'pytest-modeltiers[all]'"
+    every = ["analysis", "monitor", "train", "export"]
+    assert install_command(every) == "pip install 'pytest-modeltiers[all]'"
 
 
 def test_nothing_missing_is_no_error() -> None:
@@ -74,7 +85,7 @@ def test_a_missing_module_names_its_tier_extra_and_what_still_runs(
     assert error == (
         "-m tier4 runs tiers whose libraries are not installed: tier 4 needs onnxscript (the "
         "[export] extra). Install them with pip install 'pytest-modeltiers[export]', or run only "
-        "the tiers this install has, with -m 'tier1 or tier3 or tier5'"
+        "the tiers this install has, with -m 'tier1 or tier2 or tier3 or tier5'"
     )
 
 
@@ -89,7 +100,7 @@ def test_a_tier_run_without_its_extra_is_one_usage_error_before_collection(
             "ERROR: -m tier4 runs tiers whose libraries are not installed: tier 4 needs "
             "onnxscript (the [export] extra). Install them with "
             "pip install 'pytest-modeltiers[export]', or run only the tiers this install has, "
-            "with -m 'tier1 or tier3 or tier5'"
+            "with -m 'tier1 or tier2 or tier3 or tier5'"
         ]
     )
     assert "collected" not in result.stdout.str()
@@ -103,7 +114,8 @@ def test_every_tier_without_extras_asks_for_all(pytester: pytest.Pytester) -> No
     result.stderr.fnmatch_lines(
         [
             "ERROR: --model without -m (every tier) runs tiers whose libraries are not installed: "
-            "tier 3 needs lightning (the [train] extra); tier 4 needs onnx, onnxruntime, "
+            "tier 2 needs captum (the [analysis] extra); tier 3 needs lightning (the [train] "
+            "extra); tier 4 needs onnx, onnxruntime, "
             "onnxscript (the [export] extra); tier 5 needs scipy, pandas (the [monitor] extra). "
             "Install them with pip install 'pytest-modeltiers[all]', or run only the tiers this "
             "install has, with -m 'tier1'"
@@ -143,6 +155,6 @@ def test_an_expression_that_can_select_a_tier_counts_it(pytester: pytest.Pyteste
             "ERROR: -m 'not tier1' runs tiers whose libraries are not installed: tier 3 needs "
             "lightning (the [train] extra). Install them with "
             "pip install 'pytest-modeltiers[train]', or run only the tiers this install has, "
-            "with -m 'tier1 or tier4 or tier5'"
+            "with -m 'tier1 or tier2 or tier4 or tier5'"
         ]
     )

@@ -165,8 +165,14 @@ class TestSpecErrors:
         err = usage_error(pytester, "--model", "hangs.py", "--modeltiers-timeout", "0.5")
         assert "timed out after 0.5 s" in err
 
-    def test_gist_is_not_yet_supported(self, pytester: pytest.Pytester) -> None:
-        assert "gist: model specs are not available" in usage_error(pytester, "--model", "gist:abc")
+    def test_gist_that_cannot_be_fetched_is_a_usage_error(
+        self, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # An API that is not there (tests/test_gist.py covers every other failure).
+        monkeypatch.setenv("PYTEST_MODELTIERS_GIST_API", "http://127.0.0.1:9")
+        err = usage_error(pytester, "--model", "gist:abc", "--modeltiers-cache-dir", "cache")
+        assert "--model gist:abc: cannot reach http://127.0.0.1:9/gists/abc" in err
+        assert "No revision of gist abc is cached" in err
 
     def test_bad_module_spec(self, pytester: pytest.Pytester) -> None:
         err = usage_error(pytester, "--model", "no_such_pkg.mod:thing")

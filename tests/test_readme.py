@@ -8,7 +8,10 @@ ends with the gate; its fixture example and the documented custom adapter run as
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -92,7 +95,10 @@ def _commands(markdown: str) -> tuple[list[str], list[tuple[str, str]]]:
             match = re.search(r"(?:python -m )?\bpytest\s+(.*)", line)
             if match:
                 pytest_lines.append(match.group(1))
-            match = re.search(r"(?<![\w-])modeltiers\s+([a-z][a-z-]*)(.*)", line)
+            # a command with subcommands of its own: ``modeltiers baseline export ...``
+            match = re.search(
+                r"(?<![\w-])modeltiers\s+([a-z][a-z-]*(?: (?:export|import))?)(.*)", line
+            )
             if match:
                 cli_lines.append((match.group(1), match.group(2)))
     return pytest_lines, cli_lines
@@ -125,7 +131,12 @@ def test_readme_commands_use_only_options_that_exist(pytester: pytest.Pytester) 
     assert cli_lines, "the README shows no modeltiers command"
     for subcommand, arguments in cli_lines:
         result = pytester.run(
-            sys.executable, "-m", "pytest_modeltiers.cli", subcommand, "--help", timeout=120
+            sys.executable,
+            "-m",
+            "pytest_modeltiers.cli",
+            *subcommand.split(),
+            "--help",
+            timeout=120,
         )
         assert result.ret == 0, f"modeltiers {subcommand} --help failed: {result.stderr.str()}"
         sub_help = result.stdout.str()
@@ -160,13 +171,32 @@ def test_readme_has_one_ci_snippet() -> None:
 
 @pytest.mark.slow
 def test_readme_fixture_example_runs(pytester: pytest.Pytester) -> None:
-    (example,) = _code_blocks(README, "python")
+    (example,) = [b for b in _code_blocks(README, "python") if "def test_my_head" in b]
     pytester.makepyfile(test_readme_example=example)
     model = ROOT / "example_models" / "tiny_gpt.py"
     result = pytester.runpytest_subprocess(
         f"--model={model}", "-m", "tier1", "test_readme_example.py", "-k", "my_head or my_batch"
     )
     result.assert_outcomes(passed=2)
+
+
+@pytest.mark.slow
+def test_readme_workflow_example_runs(tmp_path: Path) -> None:
+    """The sweep and repro bundle example, as written, in a fresh folder with the examples."""
+    (example,) = [b for b in _code_blocks(README, "python") if "run_grid_sweep" in b]
+    shutil.copytree(ROOT / "example_models", tmp_path / "example_models")
+    done = subprocess.run(
+        [sys.executable, "-c", example],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "learning_rate" in done.stdout
+    assert list((tmp_path / "bundles").glob("*.zip"))
 
 
 def _custom_adapter_source() -> str:

@@ -132,6 +132,12 @@ def test_malicious_payload_really_runs(
 FLAGGED: dict[str, list[tuple[str, str, int]]] = {
     "process-execution": [
         ("os.system", "import os\nos.system('x')\n", 2),
+        # The caller that passes the module may be out of sight (a framework, map, a callback).
+        (
+            "parameter-named-like-a-module",
+            "import os\nclass M:\n    def f(self, os):\n        return os.system('x')\n",
+            4,
+        ),
         ("os.popen", "import os\nos.popen('x')\n", 2),
         ("execv", "import os\nos.execv('/bin/x', ['x'])\n", 2),
         ("spawnlp", "import os\nos.spawnlp(0, 'x', 'x')\n", 2),
@@ -534,10 +540,6 @@ NOT_FLAGGED: list[tuple[str, str]] = [
         def f(name):
             return getattr(transformers, name), getattr(ALL_ATTENTION_FUNCTIONS, name)
         """,
-    ),
-    (
-        "parameter-shadows-module",
-        "import os\nclass M:\n    def f(self, os):\n        return os.system\n",
     ),
 ]
 

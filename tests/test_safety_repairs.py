@@ -247,7 +247,7 @@ CASES = [
         "from typing import Literal\ndef f(m: Literal['eval', 'system']): ...\n",
         None,
     ),
-    ("parameter-named-os", "def f(os):\n    return os.system\n", None),
+    ("parameter-named-os", "def f(os):\n    return os.system\n", "process-execution"),
 ]
 
 

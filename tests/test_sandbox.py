@@ -409,6 +409,25 @@ def test_what_landlock_does_not_govern_is_refused_by_seccomp(tmp_path: Path, pay
 
 
 @needs_landlock
+def test_a_unix_socket_outside_the_sandbox_is_out_of_reach(tmp_path: Path) -> None:
+    """Landlock does not judge ``connect`` to a socket file (``/var/run/docker.sock`` would be
+    root on the host): new Unix sockets are refused, pairs still work."""
+    path = tmp_path / "service.sock"
+    listen = (
+        "import builtins, socket\n"
+        "builtins.listener = socket.socket(socket.AF_UNIX)\n"
+        f"builtins.listener.bind({str(path)!r}); builtins.listener.listen()\n"
+    )
+    connect = f"import socket; socket.socket(socket.AF_UNIX).connect({str(path)!r})"
+    free = run_payload(connect, tmp_path, confine=False, before=listen)
+    assert "DONE" in free.stdout, free.stderr
+    path.unlink()
+    walled = run_payload(connect + "\nsocket.socketpair()", tmp_path, confine=True, before=listen)
+    assert walled.returncode == 13 and "BLOCKED" in walled.stdout, walled.stdout + walled.stderr
+    assert "new Unix sockets" in walled.stdout
+
+
+@needs_landlock
 def test_ordinary_work_passes_the_seccomp_filter(tmp_path: Path) -> None:
     payload = (
         "import socket, subprocess, sys, threading, torch\n"
@@ -420,3 +439,42 @@ def test_ordinary_work_passes_the_seccomp_filter(tmp_path: Path) -> None:
     )
     done = run_payload(payload, tmp_path, confine=True)
     assert done.returncode == 0 and "DONE" in done.stdout, done.stdout + done.stderr
+
+
+@needs_landlock
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "model_file",
+    [EXAMPLE, ROOT / "fixtures" / "third_party" / "hf_gpt2.py"],
+    ids=["example-tiny-gpt", "hugging-face-gpt2"],
+)
+def test_every_built_tier_passes_unchanged_inside_the_sandbox_under_xdist(
+    pytester: pytest.Pytester,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    model_file: Path,
+) -> None:
+    """Tiers 1, 3, 4 and 5 (training runs, exports, profiles) need nothing the sandbox
+    refuses: the controller and both workers confined, every check passes or waits for data."""
+    _fake_home(tmp_path_factory, monkeypatch)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = Path(shutil.copy(model_file, pytester.path))
+    report = pytester.path / "reports" / "health.json"
+    result = pytester.runpytest_subprocess(
+        f"--model={model}",
+        "--modeltiers-sandbox=on",
+        "-m",
+        "tier1 or tier3 or tier4 or tier5",
+        "-n",
+        "2",
+        f"--modeltiers-report={report}",
+    )
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.OK, out + result.stderr.str()
+    assert "modeltiers: sandbox Landlock ABI" in out
+    checks = json.loads(report.read_text())["checks"]
+    tiers = {check["tier"] for check in checks}
+    assert {1, 3, 4, 5} <= tiers, tiers
+    assert all(c["status"] in ("passed", "skipped") for c in checks), [
+        (c["check_name"], c["status"], c["message"]) for c in checks if c["status"] != "passed"
+    ]

@@ -56,7 +56,7 @@ def test_one_switch_turns_every_trick_off(
         assert probe["frozen_in_session"] is False
         assert frozen_at_exit == "False"
         assert probe["hypothesis_loader"] == "AssertionRewritingHook"
-        assert probe["suites"] == ["tier1", "tier3", "tier4", "tier5"]
+        assert probe["suites"] == ["tier1", "tier2", "tier3", "tier4", "tier5"]
     else:
         assert probe["collections_in_torch_import"] == 0
         assert probe["frozen_in_session"] is True

@@ -283,7 +283,7 @@ def test_a_tampered_reference_is_refused_at_start_with_the_integrity_message(
     [
         ("--drift-alpha", "2", "*--drift-alpha: expected a significance level between 0 and 1*"),
         ("--eval-data", "data.csv", "*--eval-data: expected a dataset file ending in .pt*"),
-        ("--baseline-run", "latest", "*--baseline-run: expected a run id*"),
+        ("--baseline-run", "0", "*--baseline-run: expected a run id*"),
         ("--reference-profile", "ref.yaml", "*--reference-profile: expected a profile file*"),
         ("--regression-tolerance", "10", "*--regression-tolerance: expected a fraction*"),
     ],

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pytest_modeltiers.drift.verdicts import compare_signals
-from pytest_modeltiers.errors import ConfigError, ModelTiersError
+from pytest_modeltiers.errors import ConfigError, ModelTiersError, ModelTiersWarning
 from pytest_modeltiers.store.metric_names import MetricNameError, canonical_metric_name
 from pytest_modeltiers.triggers.base import parse_utc
 from pytest_modeltiers.triggers.config import infer_mode
@@ -65,11 +65,15 @@ def test_one_metric_naming_scheme() -> None:
         canonical_metric_name("val//loss")
 
 
-def test_guide_names_are_refused_everywhere_with_the_fix() -> None:
-    with pytest.raises(ConfigError, match="write 'val/loss'"):
-        PerformanceTrigger(metric_name="val_loss")
-    with pytest.raises(MetricNameError, match="write 'train/accuracy'"):
-        PerformanceTrigger().evaluate(current_metrics={"train_accuracy": 0.5})
+def test_guide_names_are_read_as_the_new_ones_with_one_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="'val_loss' as 'val/loss'; write the new") as seen:
+        trig = PerformanceTrigger(metric_name="val_loss")
+    assert trig.metric_name == "val/loss" and len(seen) == 1
+    with pytest.warns(DeprecationWarning, match="'train_accuracy' as 'train/accuracy'") as seen:
+        detail = PerformanceTrigger(metric_name="train/accuracy").evaluate(
+            current_metrics={"train_accuracy": 0.5}, baseline_metrics={"train_accuracy": 0.9}
+        )
+    assert detail.triggered and len(seen) == 1
 
 
 # -- drift -----------------------------------------------------------------------------------
@@ -277,17 +281,20 @@ def test_time_is_utc_aware_whatever_the_offset() -> None:
     assert trig.evaluate(metadata={"last_training_time": stored}, now=NOW).triggered
 
 
-def test_naive_times_are_refused() -> None:
-    with pytest.raises(TriggerInputError, match="has no timezone"):
-        TimeTrigger().evaluate(metadata={"last_training_time": datetime(2024, 1, 1)}, now=NOW)
-    with pytest.raises(TriggerInputError, match="has no timezone"):
-        TimeTrigger().evaluate(metadata={"last_training_time": "2024-01-01T00:00:00"}, now=NOW)
+def test_naive_times_are_read_as_utc_with_a_warning() -> None:
+    # A naive last training time (the usage guide's datetime.now().isoformat()) is read as
+    # UTC with a warning; a naive ``now`` (this package's own argument) is refused.
+    for naive in (datetime(2024, 4, 24, 12), "2024-04-24T12:00:00"):
+        with pytest.warns(ModelTiersWarning, match="has no timezone; it is read as UTC"):
+            detail = TimeTrigger().evaluate(metadata={"last_training_time": naive}, now=NOW)
+        assert detail.triggered and detail.metrics["elapsed_hours"] == 168.0
     with pytest.raises(TriggerInputError, match="has no timezone"):
         TimeTrigger().evaluate(now=datetime(2024, 1, 1))
     with pytest.raises(TriggerInputError, match="not an ISO 8601"):
         parse_utc("last tuesday", "t")
-    with pytest.raises(ConfigError, match="has no timezone"):
-        TimeTriggerConfig(last_training_time="2024-01-01T00:00:00")
+    with pytest.warns(ModelTiersWarning, match="read as UTC"):
+        config = TimeTriggerConfig(last_training_time="2024-01-01T00:00:00")
+    assert config.last_training_time == "2024-01-01T00:00:00.000000Z"
 
 
 def test_time_config_fallback_and_future_and_missing() -> None:

@@ -138,6 +138,15 @@ def _layout(adapter: TaskAdapter) -> str:
     }.get(adapter.task.family, "?")
 
 
+def _point(batch: Batch, **measured: float) -> dict[str, Any]:
+    """The batch size and sequence length of ``batch`` (its first tensor; no length for images)
+    with what was measured on it: the report plots these by shape."""
+    first = next((v for v in batch.values() if isinstance(v, torch.Tensor) and v.dim() >= 1), None)
+    size = int(first.shape[0]) if first is not None else None
+    length = int(first.shape[1]) if first is not None and first.dim() == 2 else None
+    return {"batch": size, "length": length, **measured}
+
+
 def _failed(name: str, message: str, details: dict[str, Any], start: float) -> CheckResult:
     return CheckResult.failed(name, TIER, message, details, duration_seconds=elapsed(start))
 
@@ -342,7 +351,7 @@ def check_output_finite(model: nn.Module, adapter: TaskAdapter, batch: Batch) ->
             name,
             TIER,
             f"all {values.numel()} logits finite for input {signature}",
-            {"input": signature, "elements": values.numel()},
+            {"input": signature, "elements": values.numel(), "point": _point(batch, non_finite=0)},
             duration_seconds=elapsed(start),
         )
     nan = int(torch.isnan(values).sum())
@@ -371,6 +380,7 @@ def check_output_finite(model: nn.Module, adapter: TaskAdapter, batch: Batch) ->
             "first_index": first,
             "first_token_id": token,
             "samples_affected": rows,
+            "point": _point(batch, non_finite=nan + pos_inf + neg_inf),
         },
         start,
     )
@@ -763,6 +773,7 @@ def check_batch_independence(
         "max_abs_diff_per_sample": per_sample,
         "atol": atol,
         "rtol": rtol,
+        "point": _point(batch, max_abs_diff=max(per_sample)),
     }
     if first_bad is not None:
         try:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from pytest_modeltiers.config.task_spec import TaskSpec
     from pytest_modeltiers.config.training import TrainingConfig
     from pytest_modeltiers.models.adapters import TaskAdapter
+    from pytest_modeltiers.report.progress import Progress
 
 __all__ = [
     "RUN_BATCH_SIZE",
@@ -114,6 +115,8 @@ def execute_training_run(
     *,
     db_path: str | Path | None,
     run_dir: str | Path,
+    run_fields: dict[str, Any] | None = None,
+    progress: Progress | None = None,
 ) -> TrainingOutcome:
     """Build a fresh model and train it with ``run_training``; never raises (see the module).
 
@@ -151,6 +154,8 @@ def execute_training_run(
                     db=db,
                     run_dir=run_dir,
                     copy_checkpoints=copy,
+                    run_fields=run_fields,
+                    extra_callbacks=[_progress_callback(progress)] if progress else [],
                 )
             finally:
                 if db is not None:
@@ -164,6 +169,39 @@ def execute_training_run(
         db_path=None if db_path is None else str(db_path),
         duration_seconds=time.perf_counter() - start,
     )
+
+
+def _progress_callback(progress: Progress) -> Any:
+    """A Lightning callback that shows the run's steps, loss and ETA (``report.progress``)."""
+    from lightning.pytorch.callbacks import Callback  # only for a real training run
+
+    class ReportProgress(Callback):
+        def __init__(self) -> None:
+            self.stage: Any = None
+            self.context: Any = None
+
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            total = int(trainer.estimated_stepping_batches)
+            self.context = progress.stage("tier 3 training run", total=total, unit="steps")
+            self.stage = self.context.__enter__()
+
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, *_: Any) -> None:
+            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+            note = f"loss {float(loss):.4g}" if loss is not None else ""
+            self.stage.update(int(trainer.global_step), note=note)
+
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            self.close()
+
+        def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+            self.close()
+
+        def close(self) -> None:
+            if self.context is not None:
+                self.context.__exit__(None, None, None)
+                self.context = None
+
+    return ReportProgress()
 
 
 def _is_within(path: Path, folder: Path) -> bool:

@@ -175,9 +175,13 @@ class ParitySweep:
     """One artifact checked against the eager model over a sweep of input shapes.
 
     ``check`` compares one batch; each returned result's details include the sweep so far
-    (``shapes_checked``, ``worst_max_abs_diff``, ``worst_max_rel_error`` and the shape of each),
-    so the last recorded result summarises the whole sweep.
+    (``shapes_checked``, ``worst_max_abs_diff``, ``worst_max_rel_error`` and the shape of each,
+    and ``errors_by_shape``, the largest errors of each shape, for the report's plot), so the
+    last recorded result summarises the whole sweep.
     """
+
+    #: ``errors_by_shape`` keeps at most this many shapes (the first ones compared).
+    MAX_SHAPES = 64
 
     def __init__(
         self,
@@ -203,10 +207,15 @@ class ParitySweep:
         self.worst_abs = (0.0, "")
         self.worst_rel = (0.0, "")
         self.worst_top1: tuple[float, str] | None = None
+        self.errors: dict[str, tuple[float, float]] = {}
 
     def _sweep(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "shapes_checked": len(self.shapes),
+            "errors_by_shape": [
+                {"input": shape, "max_abs_diff": abs_err, "max_rel_error": rel_err}
+                for shape, (abs_err, rel_err) in self.errors.items()
+            ],
             "worst_max_abs_diff": self.worst_abs[0],
             "worst_max_abs_diff_shape": self.worst_abs[1],
             "worst_max_rel_error": self.worst_rel[0],
@@ -280,6 +289,9 @@ class ParitySweep:
         dtype = str(reference.dtype).removeprefix("torch.")
         tolerance = self.tolerance_for(dtype)
         stats = compare_outputs(output, reference, tolerance)
+        if shape in self.errors or len(self.errors) < self.MAX_SHAPES:
+            seen = self.errors.get(shape, (0.0, 0.0))
+            self.errors[shape] = (max(seen[0], stats.max_abs), max(seen[1], stats.max_rel))
         if stats.max_abs >= self.worst_abs[0]:
             self.worst_abs = (stats.max_abs, shape)
         if stats.max_rel >= self.worst_rel[0]:

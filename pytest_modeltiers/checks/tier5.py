@@ -10,12 +10,13 @@ same way. No evidence is never a pass: a check without its input is skipped with
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pytest_modeltiers.report import CheckResult
 
 if TYPE_CHECKING:
+    from pytest_modeltiers.drift.profile import Profile, Signal
     from pytest_modeltiers.drift.verdicts import DriftReport
     from pytest_modeltiers.evaluation.held_out import EvalResult
     from pytest_modeltiers.evaluation.regression import ComparisonResult
@@ -117,9 +118,98 @@ def check_baseline_regression(
     return CheckResult.passed(name, TIER, f"{head}: no regression.\n{body}", details)
 
 
-def check_drift(report: DriftReport, *, check_name: str, what: str, reference: str) -> CheckResult:
-    """The drift verdict of one signal group (``what``: "input" or "prediction")."""
+#: Bins of a numeric signal's histogram, and categories (the most frequent) of a categorical
+#: one, in the ``distributions`` of a drift check's details.
+HISTOGRAM_BINS, TOP_CATEGORIES = 20, 10
+
+
+def _share(values: Any) -> list[float]:
+    total = float(sum(values))
+    return [float(f"{v / total:.4g}") if total else 0.0 for v in values]
+
+
+def _label_counts(signal: Signal) -> dict[Any, int]:
+    """Count per value: a categorical signal's counts, a numeric one's distinct values."""
+    from pytest_modeltiers.drift.profile import NumericSignal
+
+    if not isinstance(signal, NumericSignal):
+        return dict(signal.counts)
+    values = signal.values.tolist()
+    counts = [1] * len(values) if signal.counts is None else signal.counts.tolist()
+    return dict(zip(values, counts, strict=True))
+
+
+def signal_distribution(reference: Signal, current: Signal) -> dict[str, Any]:
+    """Reference and current shares of one signal on common bins, for the report's plots: a
+    histogram of ``HISTOGRAM_BINS`` bins over both ranges for a numeric signal, the shares of
+    the ``TOP_CATEGORIES`` most frequent categories (and ``other``) for a categorical one or a
+    numeric one with at most 5 distinct values (compared as categories)."""
+    import numpy as np
+
+    from pytest_modeltiers.drift.profile import NumericSignal
+
+    if (
+        isinstance(reference, NumericSignal)
+        and isinstance(current, NumericSignal)
+        and reference.values.size > 5
+        and current.values.size
+    ):
+        low = float(min(reference.values[0], current.values[0]))
+        high = float(max(reference.values[-1], current.values[-1]))
+        if high <= low:
+            low, high = low - 0.5, high + 0.5
+        edges = np.linspace(low, high, HISTOGRAM_BINS + 1)
+        ref_hist = np.histogram(reference.values, bins=edges, weights=reference.counts)[0]
+        cur_hist = np.histogram(current.values, bins=edges, weights=current.counts)[0]
+        return {
+            "kind": "numeric",
+            "edges": [float(f"{edge:.6g}") for edge in edges],
+            "reference": _share(ref_hist.tolist()),
+            "current": _share(cur_hist.tolist()),
+        }
+    ref, cur = _label_counts(reference), _label_counts(current)
+    ref_total, cur_total = sum(ref.values()), sum(cur.values())
+    pooled = {
+        label: ref.get(label, 0) / max(ref_total, 1) + cur.get(label, 0) / max(cur_total, 1)
+        for label in {*ref, *cur}
+    }
+    top = sorted(pooled, key=lambda label: (-pooled[label], str(label)))[:TOP_CATEGORIES]
+    ref_top = [ref.get(label, 0) for label in top]
+    cur_top = [cur.get(label, 0) for label in top]
+    labels: list[Any] = [label if isinstance(label, (int, str)) else float(label) for label in top]
+    if len(pooled) > len(top):
+        labels.append("other")
+        ref_top.append(ref_total - sum(ref_top))
+        cur_top.append(cur_total - sum(cur_top))
+    return {
+        "kind": "categorical",
+        "labels": labels,
+        "reference": _share(ref_top),
+        "current": _share(cur_top),
+    }
+
+
+def check_drift(
+    report: DriftReport,
+    *,
+    check_name: str,
+    what: str,
+    reference: str,
+    profiles: tuple[Profile, Profile] | None = None,
+) -> CheckResult:
+    """The drift verdict of one signal group (``what``: "input" or "prediction").
+
+    With ``profiles`` (reference, current), the details carry each evaluated signal's two
+    distributions on common bins (``distributions``), which the HTML report draws.
+    """
     details = {**report.to_dict(), "reference": reference}
+    if profiles is not None:
+        ref_signals, cur_signals = profiles[0].signals, profiles[1].signals
+        details["distributions"] = {
+            signal.name: signal_distribution(ref_signals[signal.name], cur_signals[signal.name])
+            for signal in report.signals
+            if signal.name in ref_signals and signal.name in cur_signals
+        }
     summary = report.summary()
     if report.inconclusive:
         reasons = "; ".join(f"{s.name}: {s.reason}" for s in report.skipped) or "no signals"
@@ -152,19 +242,27 @@ def check_drift(report: DriftReport, *, check_name: str, what: str, reference: s
 
 
 def check_retraining(
-    report: RetrainingReport, *, written_to: str | None = None, require_data: bool = False
+    report: RetrainingReport,
+    *,
+    written_to: str | None = None,
+    require_data: bool = False,
+    history: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> CheckResult:
     """The retraining decision, made only on the triggers that had their data.
 
     Fails at the gate and warns below it when triggers fired; when none fired, passes if some
     were evaluated (naming the ones that were not) and is skipped if none were, since "nothing
     fired" then means "nothing looked". ``require_data`` (``--modeltiers-require
-    tier5.triggers``) fails it whenever an active trigger lacked its data.
+    tier5.triggers``) fails it whenever an active trigger lacked its data. ``history`` (each
+    trigger's values in earlier checks, ``triggers.manager.trigger_history``) goes in the
+    details for the report's plots.
     """
     name = "test_retraining_triggers"
     details = report.to_dict()
     if written_to is not None:
         details["written_to"] = written_to
+    if history:
+        details["history"] = {key: list(values) for key, values in history.items()}
     summary = report.summary()
     missing = report.not_evaluated
     undecided = (

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from pytest_modeltiers.config.task_spec import TaskSpec
     from pytest_modeltiers.settings import Settings
 
-__all__ = ["Tier5InputError", "check_tier5_inputs"]
+__all__ = ["Tier5InputError", "check_tier5_inputs", "resolve_baseline_run"]
 
 _T = TypeVar("_T")
 _RUN_SPEC = re.compile(r"^(?P<run>\d+)(?::(?P<name>.+))?$")
@@ -148,3 +148,44 @@ def _read_data(task: TaskSpec, path: str) -> None:
     from pytest_modeltiers.evaluation.held_out import resolve_eval_dataset
 
     resolve_eval_dataset(task, path=path)
+
+
+def resolve_baseline_run(settings: Settings) -> tuple[str, str] | None:
+    """``--baseline-run``'s run id and a line saying which run it is, or None to leave as given.
+
+    Resolved once, when the session starts and before any check records a run of its own, so
+    ``latest`` is never this session's run. None without ``--baseline-run`` or a database
+    (the check says what is missing), and for ``latest`` when no run saved a checkpoint yet
+    (the first run of a CI recipe: the check is skipped, or fails under
+    ``--modeltiers-require tier5.baseline``). An id or name not in the database is a
+    ``Tier5InputError`` naming the runs there are.
+    """
+    spec = settings.baseline_run
+    db_option = settings.experiment_db
+    if spec is None or not db_option:
+        return None
+    from pytest_modeltiers.store.baseline_transfer import LATEST, resolve_run
+    from pytest_modeltiers.store.experiment_db import ExperimentDB
+
+    flag = option_named("modeltiers_baseline_run").display
+    db_path = Path(db_option)
+    if not db_path.is_file():
+        if spec == LATEST:
+            return None
+        raise Tier5InputError(
+            f"{flag} {spec}: the experiment database {db_path} does not exist yet; run tier 5 "
+            f"with --experiment-db {db_path} once to record a baseline, or pass "
+            f"{flag} {LATEST} (skipped while there is none)"
+        )
+    with ExperimentDB(db_path) as db:
+        try:
+            run_id = resolve_run(db, spec)
+        except ModelTiersError as exc:
+            raise Tier5InputError(f"{flag} {spec}: {' '.join(str(exc).split())}") from None
+        if run_id is None:
+            return None
+        row = db.get_run(run_id)
+        if spec == str(run_id):
+            return str(run_id), ""
+        name, created = row["run_name"], row["created_at"]
+        return str(run_id), f"{flag} {spec} is run {run_id} ({name!r}, {created}) of {db_path}"

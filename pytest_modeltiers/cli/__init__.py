@@ -11,7 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_modeltiers.cli import baseline as cli_baseline
+from pytest_modeltiers.cli import report as cli_report
+from pytest_modeltiers.cli import repro as cli_repro
 from pytest_modeltiers.cli import run_tiers as cli_run_tiers
+from pytest_modeltiers.cli import sweep as cli_sweep
 from pytest_modeltiers.options import OPTIONS, OptionValueError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -35,7 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     scan_cmd.add_argument("files", nargs="+", type=Path, metavar="FILE")
     train_cmd = commands.add_parser("train", help="train a model from a JSON config")
     train_cmd.add_argument("--config", required=True, type=Path, metavar="FILE")
+    train_cmd.add_argument(
+        "--sandbox",
+        choices=("auto", "on", "off"),
+        help="confine the model's code (default: the config's sandbox key, else auto: on "
+        "wherever the kernel supports it)",
+    )
     cli_run_tiers.add_parser(commands)
+    cli_sweep.add_parser(commands)
+    cli_baseline.add_parser(commands)
+    cli_report.add_parser(commands)
+    cli_repro.add_parser(commands)
     gate_cmd = commands.add_parser(
         "check-report",
         help="exit non-zero unless a health report is complete, judged something, and passes",
@@ -70,9 +84,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "train":
         from pytest_modeltiers.cli.train import main_train
 
-        return main_train(args.config)
+        return main_train(args.config, args.sandbox)
     if args.command == "run-tiers":
         return cli_run_tiers.run(args)
+    if args.command == "sweep":
+        return cli_sweep.run(args)
+    if args.command == "baseline":
+        return cli_baseline.run(args)
+    if args.command == "report":
+        return cli_report.run(args)
+    if args.command == "repro":
+        return cli_repro.run(args)
     if args.command == "check-report":
         return _check_report(args.report, args.min_score)
     return _inspect(args)
@@ -112,6 +134,7 @@ def _scan(files: list[Path]) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     from pytest_modeltiers.errors import ModelTiersError
+    from pytest_modeltiers.models.gist import parse_gist_ref
     from pytest_modeltiers.models.loader import LoadRequest, load_model
     from pytest_modeltiers.settings import Settings  # imports pytest: only for this command
 
@@ -134,6 +157,12 @@ def _inspect(args: argparse.Namespace) -> int:
     for spec in settings.model:
         request = LoadRequest.from_settings(spec, settings, Path.cwd())
         try:
+            if parse_gist_ref(spec) is not None and not settings.trust_model:
+                raise ModelTiersError(
+                    "a gist model is untrusted code and runs only inside the sandbox, which "
+                    f"inspect does not enter; run pytest --model={spec} --co (confined), or "
+                    "pass --trust-model to load it here unconfined and unscanned"
+                )
             loaded = load_model(request)
         except ModelTiersError as exc:
             print(f"modeltiers: --model {spec}: {exc}", file=sys.stderr)

@@ -5,7 +5,8 @@ PYTEST_DONT_REWRITE
 The command does not reimplement any check: it runs ``python -m pytest`` on the config's model
 with the tier's marker and the plugin options the config maps to, in a scratch directory (so
 the user's own tests are not collected), reads the session health report the plugin wrote, and
-prints a summary: per-format status, max abs diff, latency and artifacts for tier 4;
+prints a summary: for tier 2 each test's status and measurements (``attention``,
+``attribution``, ``robustness``); per-format status, max abs diff, latency and artifacts for tier 4;
 ``eval_metrics``, ``comparison``, ``drift``, ``retraining`` and ``status`` for tier 5.
 ``--json`` prints the summary as JSON. Exit codes: 0 when the tier's status is ``ok`` (or
 ``warn`` without ``--fail-on warn``), 1 when it is ``fail``, 2 for a bad config or a run that
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     if config.task_name and tasks and tasks != {config.task_name}:
         print(
             f"modeltiers run-tiers: the config's task_name is {config.task_name!r} but "
-            f"{config.model_file} declares TASK {', '.join(sorted(tasks))}; make them agree "
+            f"{config.model_spec} declares TASK {', '.join(sorted(tasks))}; make them agree "
             "(or drop task_name)",
             file=sys.stderr,
         )
@@ -146,7 +147,9 @@ def summarise(tier: int, health: Mapping[str, Any], *, model_note: str) -> dict[
         "health_score": health.get("summary", {}).get("health_score"),
         "checks": {_check_key(c): _brief(c) for c in checks},
     }
-    if tier == 4:
+    if tier == 2:
+        summary["tier2"] = _tier2(checks)
+    elif tier == 4:
         from pytest_modeltiers.checks.export_validation import tier4_summary
 
         summary.update(tier4_summary(checks))
@@ -162,6 +165,36 @@ def _check_key(check: Mapping[str, Any]) -> str:
 
 def _brief(check: Mapping[str, Any]) -> dict[str, Any]:
     return {"status": check["status"], "message": check.get("message", "")}
+
+
+def _part(check: Mapping[str, Any]) -> dict[str, Any]:
+    """A check's status with its message (the reason of a skip) and its measurements."""
+    return {
+        "status": check["status"],
+        "message": check.get("message", ""),
+        **(check.get("details") or {}),
+    }
+
+
+def _tier2(checks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``status`` and each test's part under ``attention``, ``attribution``, ``robustness``,
+    keyed by the test's name without its prefix (``normalization``, ``completeness``)."""
+    groups: dict[str, dict[str, Any]] = {"attention": {}, "attribution": {}}
+    robustness = None
+    for check in checks:
+        name = str(check["check_name"])
+        if name == "test_robustness":
+            robustness = _part(check)
+        for group, parts in groups.items():
+            prefix = f"test_{group}_"
+            if name.startswith(prefix):
+                parts[name.removeprefix(prefix)] = _part(check)
+    return {
+        "status": tier_status(checks),
+        "attention": groups["attention"] or None,
+        "attribution": groups["attribution"] or None,
+        "robustness": robustness,
+    }
 
 
 def _tier5(checks: Sequence[Mapping[str, Any]], health: Mapping[str, Any]) -> dict[str, Any]:
@@ -203,6 +236,23 @@ def render_text(tier: int, summary: Mapping[str, Any]) -> str:
             if entry.get("artifact"):
                 parts.append(str(entry["artifact"]))
             lines.append("  ".join(parts))
+    if tier == 2:
+        lines.extend(_tier2_measurements(summary["tier2"]))
     for key, check in summary["checks"].items():
         lines.append(f"  [{check['status']}] {key}: {check['message']}")
     return "\n".join(lines)
+
+
+def _tier2_measurements(tier2: Mapping[str, Any]) -> list[str]:
+    """The attention health per layer: each head's normalised entropy and top weight."""
+    health = (tier2.get("attention") or {}).get("health") or {}
+    lines = []
+    for layer in health.get("layers", []):
+        heads = [
+            f"h{head['head']} H={head['normalized_entropy']:.2f} top={head['max_weight']:.2f}"
+            for head in layer["heads"]
+            if "normalized_entropy" in head
+        ]
+        if heads:
+            lines.append(f"  attention {layer['layer']}: {'  '.join(heads)}")
+    return lines

@@ -39,6 +39,8 @@ EXAMPLE_MODELS = {
 _TOP_KEYS = (
     "task_name",
     "model_file",
+    "gist_id",
+    "gist_revision",
     "mode",
     "tier",
     "modality",
@@ -63,7 +65,7 @@ _EVAL_KEYS = (
     "eval_interval_steps",
     "eval_on_start",
 )
-_TIERS = {"1": 1, "3": 3, "4": 4, "5": 5}
+_TIERS = {"1": 1, "2": 2, "3": 3, "4": 4, "5": 5}
 _MODALITIES = ("text", "vision")
 _FORMATS = tuple(FORMATS)
 
@@ -73,7 +75,8 @@ class TiersRunConfig:
     """A validated ``run-tiers`` config, with paths resolved against the working directory."""
 
     tier: int
-    model_file: Path
+    #: The model file; None for a gist (``gist``), which the plugin fetches.
+    model_file: Path | None
     model_note: str
     task_name: str | None
     task_options: tuple[str, ...] = ()
@@ -83,6 +86,16 @@ class TiersRunConfig:
     baseline_run_id: str | None = None
     reference_profile_id: str | None = None
     current_data: Path | None = None
+    #: ``gist:ID[@REVISION]`` from ``gist_id`` and ``gist_revision``.
+    gist: str | None = None
+
+    @property
+    def model_spec(self) -> str:
+        """What ``--modeltiers-model`` gets: the model file, or the gist."""
+        if self.gist is not None:
+            return self.gist
+        assert self.model_file is not None
+        return str(self.model_file)
 
     def eval_config(self) -> dict[str, Any] | None:
         """The ``eval`` block as an EvalConfig mapping (``--eval-config``), or None."""
@@ -102,8 +115,9 @@ class TiersRunConfig:
         (its vocabulary, lengths) describes the model better than the built-in of that name,
         and the caller checks afterwards that the two names agree.
         """
-        args = ["--modeltiers-model", str(self.model_file), "-m", f"tier{self.tier}"]
-        if self.task_name and not declares_task(self.model_file):
+        args = ["--modeltiers-model", self.model_spec, "-m", f"tier{self.tier}"]
+        # A gist's TASK is known only once it is fetched: task_name then wins over it.
+        if self.task_name and (self.model_file is None or not declares_task(self.model_file)):
             args += ["--task", self.task_name]
         for option in self.task_options:
             args += ["--task-option", option]
@@ -136,6 +150,8 @@ def load_tiers_config(path: str | os.PathLike[str], cwd: Path | None = None) -> 
     for key, rule in (
         ("task_name", str_rule("task_name", optional=True)),
         ("model_file", str_rule("model_file", optional=True)),
+        ("gist_id", str_rule("gist_id", optional=True)),
+        ("gist_revision", str_rule("gist_revision", optional=True)),
         ("mode", str_rule("mode", optional=True)),
         ("modality", choice_rule("modality", _MODALITIES, optional=True)),
         ("vocab_size", int_rule("vocab_size", 1, optional=True, maximum=LIMITS["vocab_size"])),
@@ -155,12 +171,17 @@ def load_tiers_config(path: str | os.PathLike[str], cwd: Path | None = None) -> 
         message := output_path_error("db_path", data["db_path"], db_path, folder=False)
     ):
         errors.append(message)
+    gist = _gist(data, errors)
     if errors:
         raise ConfigError(bulleted(f"{path}: invalid run-tiers config:", errors))
     task_name = data.get("task_name")
-    model_file, note = _model_file(data.get("model_file"), task_name, base)
+    model_file: Path | None
+    if gist is not None:
+        model_file, note = None, f"gist_id {gist.removeprefix('gist:')}"
+    else:
+        model_file, note = _model_file(data.get("model_file"), task_name, base)
     if data.get("modality") is not None:
-        label = data.get("model_file") or os.path.relpath(model_file, base)
+        label = data.get("model_file") or gist or os.path.relpath(str(model_file), base)
         _check_modality(data["modality"], task_name, model_file, label)
     options = tuple(
         f"{key}={data[key]}"
@@ -179,7 +200,30 @@ def load_tiers_config(path: str | os.PathLike[str], cwd: Path | None = None) -> 
         baseline_run_id=ids["baseline_run_id"],
         reference_profile_id=ids["reference_profile_id"],
         current_data=_path(data.get("current_data"), base),
+        gist=gist,
     )
+
+
+def _gist(data: Mapping[str, Any], errors: list[str]) -> str | None:
+    """``gist:ID[@REVISION]`` of ``gist_id`` and ``gist_revision``, checked; None without."""
+    from pytest_modeltiers.models.gist import GistError, parse_gist_ref
+
+    gist_id, revision = data.get("gist_id"), data.get("gist_revision")
+    if gist_id is None:
+        if revision is not None:
+            errors.append("gist_revision needs gist_id (the gist it is a revision of)")
+        return None
+    if data.get("model_file") is not None:
+        errors.append("name the model with one of model_file or gist_id, not both")
+    if not isinstance(gist_id, str) or not isinstance(revision, str | None):
+        return None  # the type rules above said so
+    spec = f"gist:{gist_id}" + (f"@{revision}" if revision else "")
+    try:
+        parse_gist_ref(spec)
+    except GistError as exc:
+        errors.append(f"gist_id/gist_revision: {exc}")
+        return None
+    return spec
 
 
 def _unknown(
@@ -195,11 +239,8 @@ def _tier(data: Mapping[str, Any], errors: list[str]) -> int:
     if raw is None:
         return 4 if data.get("mode") == "EXPORT" else 1
     text = str(raw).strip().lower().removeprefix("tier") if not isinstance(raw, bool) else ""
-    if text == "2":
-        errors.append("tier 2 (analysis) has no built-in suite yet; run tier 1, 3, 4 or 5")
-        return 0
     if text not in _TIERS:
-        errors.append(f"tier must be 1, 3, 4 or 5 (a number or a string), got {raw!r}")
+        errors.append(f"tier must be 1, 2, 3, 4 or 5 (a number or a string), got {raw!r}")
         return 0
     return _TIERS[text]
 
@@ -314,7 +355,9 @@ def _task_assignment(model_file: Path) -> Any:
     return None
 
 
-def _check_modality(modality: str, task_name: str | None, model_file: Path, label: str) -> None:
+def _check_modality(
+    modality: str, task_name: str | None, model_file: Path | None, label: str
+) -> None:
     """Refuse a ``modality`` that contradicts the task the run will use, when it is known.
 
     The task is ``task_name``, else the model file's ``TASK`` when it is a literal (a built-in
@@ -330,12 +373,12 @@ def _check_modality(modality: str, task_name: str | None, model_file: Path, labe
     candidates: list[tuple[Any, str]] = []
     if task_name is not None:
         candidates.append((task_name, ""))
-    node = _task_assignment(model_file)
+    node = _task_assignment(model_file) if model_file is not None else None
     if node is not None:
         # A computed TASK raises here: only the plugin can know it.
         with contextlib.suppress(ValueError, TypeError, SyntaxError, RecursionError):
             candidates.append((ast.literal_eval(node), f", TASK in {label}"))
-    elif task_name is None:
+    elif task_name is None and model_file is not None:  # a gist's TASK: known once fetched
         candidates.append(("lm_tiny", ", the default when task_name is not set"))
     for value, where in candidates:
         try:

@@ -9,7 +9,9 @@ package's modules are imported inside the functions, so ``--help`` never imports
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +23,9 @@ from pytest_modeltiers.errors import ConfigError, ModelTiersError
 from pytest_modeltiers.jsonio import dumps
 
 if TYPE_CHECKING:
+    from pytest_modeltiers.models.gist import GistModel
     from pytest_modeltiers.models.loader import MetaProbe
+    from pytest_modeltiers.models.sandbox import Sandbox
 
 __all__ = ["CLI_KEYS", "TrainJob", "main_train", "prepare_job"]
 
@@ -34,6 +38,7 @@ CLI_KEYS: dict[str, tuple[type, ...]] = {
     "gist_id": (str,),
     "gist_revision": (str,),
     "trust_model": (bool,),
+    "sandbox": (str,),
     "eval": (dict,),
     "train_file": (str,),
     "validation_file": (str,),
@@ -59,6 +64,10 @@ class TrainJob:
     db_path: Path | None
     accelerator: str
     run_fields: dict[str, Any]
+    #: The sandbox the model was loaded in (None: off, or unavailable under auto).
+    sandbox: Any = None
+    #: Params recorded with the run: this config and the model's files (for repro bundles).
+    run_params: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _type_name(types: tuple[type, ...]) -> str:
@@ -99,14 +108,18 @@ def _model_spec(data: Mapping[str, Any]) -> str:
     return str(path)
 
 
-def prepare_job(config_path: str | os.PathLike[str]) -> TrainJob:
-    """Read and check the config and load the model; ``ModelTiersError`` on any problem.
+def prepare_job(config_path: str | os.PathLike[str], sandbox_mode: str | None = None) -> TrainJob:
+    """Read and check the config, enter the sandbox (``sandbox_mode``, else the config's
+    ``sandbox`` key, else ``auto``) and load the model; ``ModelTiersError`` on any problem.
 
-    Writes nothing: the database and the run directory are created only by the run.
+    Writes nothing but the empty output folders the sandbox lets the run write: the database
+    and the run directory are created only by the run.
     """
+    from pytest_modeltiers.cli.train_sandbox import train_sandbox
     from pytest_modeltiers.config.eval_config import EvalConfig
     from pytest_modeltiers.config.training import FIELD_NAMES, TrainingConfig
     from pytest_modeltiers.models.loader import LoadRequest, load_model
+    from pytest_modeltiers.models.spec import parse_model_spec
 
     data = read_json_object(config_path, ConfigError)
     _check_keys(data)
@@ -117,6 +130,9 @@ def prepare_job(config_path: str | os.PathLike[str]) -> TrainJob:
     fields.setdefault("run_name", "cli-run")
     fields["checkpoint_dir"] = str(data.get("output_dir") or "training_output")
     training = TrainingConfig.from_dict(fields)  # every field rule, before the model loads
+    from pytest_modeltiers.training.loggers import check_trackers
+
+    check_trackers(training)  # a requested tracker's package is missing: before anything
     # The eval block's own rules too; its defaults depend on the task, set below.
     EvalConfig.from_dict({"dataset_id": "checked-before-loading", **dict(data.get("eval") or {})})
     resume = training.resume_from_checkpoint
@@ -130,6 +146,10 @@ def prepare_job(config_path: str | os.PathLike[str]) -> TrainJob:
     if "max_seq_len" in data:
         options.append(f"input_schema.max_seq_len={data['max_seq_len']}")
     preflight = _MemoryPreflight(data, training)
+    parsed = parse_model_spec(spec, Path.cwd())  # a gist is fetched now, before confinement
+    sandbox = train_sandbox(data, training, Path(config_path), sandbox_mode)
+    if parsed.gist is not None:
+        sandbox = _confine_gist(parsed.gist, sandbox, trust=bool(data.get("trust_model")))
     request = LoadRequest(
         spec=spec,
         rootdir=Path.cwd(),
@@ -137,8 +157,12 @@ def prepare_job(config_path: str | os.PathLike[str]) -> TrainJob:
         task_options=tuple(options),
         trust=bool(data.get("trust_model", False)),
         preflight=preflight,
+        enter_sandbox=sandbox.enter if sandbox is not None else None,
+        parsed=parsed,
     )
     loaded = load_model(request)
+    if sandbox is not None:
+        print(f"modeltiers train: {sandbox.describe()}", file=sys.stderr)
     if "task_name" not in data:
         training = TrainingConfig.from_dict({**training.to_dict(), "task_name": loaded.task.name})
     eval_block = dict(data.get("eval") or {})
@@ -151,9 +175,7 @@ def prepare_job(config_path: str | os.PathLike[str]) -> TrainJob:
     log = bool(data.get("log_to_db", False))
     db_path = Path(str(data.get("db_path") or "experiments.db")) if log else None
     run_fields = {k: data[k] for k in ("sweep_id", "sweep_params") if data.get(k) is not None}
-    if data.get("gist_id"):
-        run_fields["gist_id"] = data["gist_id"]
-        run_fields["gist_revision"] = data.get("gist_revision")
+    run_fields.update(loaded.run_fields())  # a gist's id, resolved revision and hash
     return TrainJob(
         loaded=loaded,
         training=training,
@@ -162,7 +184,53 @@ def prepare_job(config_path: str | os.PathLike[str]) -> TrainJob:
         db_path=db_path,
         accelerator="auto" if data.get("use_gpu", True) else "cpu",
         run_fields=run_fields,
+        sandbox=sandbox,
+        run_params=_run_params(data, loaded),
     )
+
+
+#: Config keys holding paths, recorded absolute so that a bundle can find the files later.
+_PATH_KEYS = ("model_file", "model_path", "train_file", "validation_file", "resume_from_checkpoint")
+
+
+def _run_params(data: Mapping[str, Any], loaded: Any) -> dict[str, Any]:
+    """This config (paths made absolute) and the model file's sources with their hashes."""
+    from pytest_modeltiers.repro.source import source_record
+
+    recorded = dict(data)
+    for key in _PATH_KEYS:
+        if recorded.get(key):
+            recorded[key] = str(Path(recorded[key]).absolute())
+    params: dict[str, Any] = {"cli_config": recorded}
+    if loaded.source_file is not None:
+        params["model_source"] = source_record(loaded.source_file, **{"class": loaded.class_name})
+    return params
+
+
+def _confine_gist(gist: GistModel, sandbox: Sandbox | None, *, trust: bool) -> Sandbox | None:
+    """A gist is untrusted code: refused without a sandbox unless ``trust_model``; the sandbox
+    reads its cache folder (which holds its files only, even under the home directory)."""
+    print(f"modeltiers train: {gist.describe()}", file=sys.stderr)
+    if sandbox is None:
+        if not trust:
+            raise ConfigError(
+                f"gist_id {gist.id}: a gist model is untrusted code and runs only inside the "
+                'sandbox, which is off or unavailable here; drop "sandbox": "off" (or train '
+                'where Landlock is, Linux 5.13+), or set "trust_model": true to train it '
+                "unconfined and unscanned"
+            )
+        print(
+            f"modeltiers train: WARNING: no sandbox, and trust_model: gist {gist.id} runs "
+            "unconfined and unscanned, with all of your rights",
+            file=sys.stderr,
+        )
+        return None
+    sandbox.policy = dataclasses.replace(
+        sandbox.policy,
+        readable=(*sandbox.policy.readable, gist.path.parent),
+        allowances=(*sandbox.policy.allowances, f"reading gist {gist.id}"),
+    )
+    return sandbox
 
 
 def _check_output_paths(data: Mapping[str, Any]) -> None:
@@ -245,11 +313,11 @@ def _user_data(data: Mapping[str, Any], task: Any) -> Any:
     return {"train": train, "validation": load_dataset_file(str(data["validation_file"]), task)}
 
 
-def main_train(config_path: str | os.PathLike[str]) -> int:
-    """Run ``modeltiers train --config FILE``; the exit status (0 ok, 1 training failed, 2 bad
-    config)."""
+def main_train(config_path: str | os.PathLike[str], sandbox_mode: str | None = None) -> int:
+    """Run ``modeltiers train --config FILE [--sandbox MODE]``; the exit status (0 ok, 1
+    training failed, 2 bad config)."""
     try:
-        job = prepare_job(config_path)
+        job = prepare_job(config_path, sandbox_mode)
     except ModelTiersError as exc:
         message = str(exc)
         if not message.startswith(f"{config_path}: "):  # errors of reading it name it already
@@ -284,16 +352,22 @@ def main_train(config_path: str | os.PathLike[str]) -> int:
             dataset=job.dataset,
             accelerator=job.accelerator,
             run_fields=job.run_fields,
+            run_params=job.run_params,
         )
     except ModelTiersError as exc:
         print(f"modeltiers train: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
-        print(f"modeltiers train: training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        from pytest_modeltiers.models.sandbox import blocked_message
+
+        reason = blocked_message(exc) or f"{type(exc).__name__}: {exc}"
+        print(f"modeltiers train: training failed: {reason}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         if db is not None:
             db.close()
+        if job.sandbox is not None and job.sandbox.scratch.is_dir():
+            shutil.rmtree(job.sandbox.scratch, ignore_errors=True)
     if results.rank == 0:
         print(dumps(results.to_dict(), indent=2))
     return EXIT_OK

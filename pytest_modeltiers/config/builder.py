@@ -379,11 +379,14 @@ class TrainingConfigBuilder:
         use_wandb: bool | _Unset = UNSET,
         wandb_project: str | _Unset = UNSET,
         wandb_entity: str | _Unset | None = UNSET,
+        mlflow_tracking_uri: str | _Unset | None = UNSET,
+        mlflow_experiment: str | _Unset = UNSET,
+        tensorboard_dir: str | _Unset | None = UNSET,
         run_name: str | _Unset | None = UNSET,
         notes: str | _Unset = UNSET,
         **unknown: Any,
     ) -> TrainingConfigBuilder:
-        """Experiment tracking and run naming."""
+        """Experiment tracking (W&B, MLflow, TensorBoard; CSV always) and run naming."""
         return self._apply("with_logging", locals())
 
     def with_checkpointing(

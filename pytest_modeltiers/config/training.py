@@ -81,7 +81,9 @@ COMPILE_MODES: tuple[str, ...] = (
 )
 LR_SCHEDULERS: tuple[str, ...] = ("linear", "cosine", "constant", "constant_with_warmup")
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torch_export", "torchscript", "pytorch")
-_PATH_FIELDS: frozenset[str] = frozenset({"checkpoint_dir", "export_dir", "resume_from_checkpoint"})
+_PATH_FIELDS: frozenset[str] = frozenset(
+    {"checkpoint_dir", "export_dir", "resume_from_checkpoint", "tensorboard_dir"}
+)
 _LIST_FIELDS: frozenset[str] = frozenset({"export_formats", "devices"})
 _ACCUMULATION_FIELDS: tuple[str, str] = ("gradient_accumulation_steps", "accumulate_grad_batches")
 #: Fields that ``compare_configs`` ignores: they differ between otherwise identical runs.
@@ -177,6 +179,9 @@ class TrainingConfig:
     use_wandb: bool = False
     wandb_project: str = "transformer-builder-training"
     wandb_entity: str | None = None
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str = "pytest-modeltiers"
+    tensorboard_dir: str | None = None
     run_name: str | None = None
     # Export
     export_bundle: bool = False
@@ -387,6 +392,9 @@ FIELD_RULES: dict[str, Rule] = {
     "use_wandb": bool_rule("use_wandb"),
     "wandb_project": str_rule("wandb_project"),
     "wandb_entity": str_rule("wandb_entity", optional=True),
+    "mlflow_tracking_uri": str_rule("mlflow_tracking_uri", optional=True),
+    "mlflow_experiment": str_rule("mlflow_experiment"),
+    "tensorboard_dir": str_rule("tensorboard_dir", optional=True),
     "run_name": str_rule("run_name", optional=True),
     "export_bundle": bool_rule("export_bundle"),
     "export_formats": _export_formats_rule,

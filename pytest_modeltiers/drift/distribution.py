@@ -56,6 +56,7 @@ __all__ = [
     "ProfileError",
     "categorical_signal",
     "compare_profiles",
+    "compute_dataset_profile",
     "compute_profile",
     "numeric_signal",
     "profile_signals",
@@ -436,6 +437,40 @@ def _comparable(sig: Signal) -> tuple[Any, str | None]:
     if isinstance(sig, CategoricalSignal):
         return dict(sig.counts), None  # binary vs categorical inferred from the levels
     return sig.sample(), "numeric"
+
+
+def compute_dataset_profile(
+    dataset: Any, task_spec: TaskSpec, sample_size: int | None = 1000, *, seed: int = 0
+) -> Profile:
+    """The input profile of ``dataset`` (the usage guide's call): :func:`compute_profile`
+    without a model, on at most ``sample_size`` examples.
+
+    A dataset of examples (``len`` and ``[i]``) is sampled at random without replacement
+    (``seed`` fixes the draw, so the reference and each later profile are reproducible), not cut
+    to its first examples, which would profile whatever order the data happens to be stored in.
+    A ``DataLoader``, any other iterable of batches, or one batch is profiled whole.
+    ``sample_size=None`` profiles every example.
+    """
+    if sample_size is not None and (
+        isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 1
+    ):
+        raise ProfileError(f"sample_size must be a positive integer or None, got {sample_size!r}")
+    data = dataset
+    if (
+        not isinstance(dataset, Mapping)
+        and hasattr(dataset, "__len__")
+        and hasattr(dataset, "__getitem__")
+    ):
+        from torch.utils.data import Subset  # torch: only to sample a dataset
+
+        count = len(dataset)
+        if sample_size is None or count <= sample_size:
+            indices = list(range(count))
+        else:
+            picked = np.random.default_rng(seed).choice(count, sample_size, replace=False)
+            indices = sorted(int(i) for i in picked)
+        data = Subset(dataset, indices)
+    return compute_profile(None, None, task_spec, data, source="compute_dataset_profile")
 
 
 def compare_profiles(

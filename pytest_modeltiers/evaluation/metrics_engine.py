@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,14 @@ if TYPE_CHECKING:
     from pytest_modeltiers.drift.verdicts import DriftReport
     from pytest_modeltiers.store.experiment_db import ExperimentDB
 
-__all__ = ["Alert", "AlertRules", "MetricsEngine", "RegressionRule", "ThresholdRule"]
+__all__ = [
+    "Alert",
+    "AlertRules",
+    "EpochAlerts",
+    "MetricsEngine",
+    "RegressionRule",
+    "ThresholdRule",
+]
 
 
 def _severity(value: Any, what: str) -> str:
@@ -171,6 +179,115 @@ class AlertRules:
         )
 
 
+def _checked_loggers(loggers: Sequence[Any]) -> tuple[Any, ...]:
+    """Experiment-tracker loggers (Lightning's, or anything with their ``log_metrics(metrics,
+    step)`` and ``save()``), refused at construction rather than at the first epoch."""
+    for logger in loggers:
+        for method in ("log_metrics", "save"):
+            if not callable(getattr(logger, method, None)):
+                raise ConfigError(
+                    f"loggers: {type(logger).__name__} has no {method}() method; pass "
+                    "Lightning loggers (training.loggers.build_loggers builds them from a "
+                    "TrainingConfig)"
+                )
+    return tuple(loggers)
+
+
+class EpochAlerts(list[Alert]):
+    """What ``log_epoch`` returns: the epoch's alerts (a list), with its drift report and the
+    report's ``drift/...`` measures (empty without a current profile)."""
+
+    def __init__(
+        self, alerts: Sequence[Alert], drift: DriftReport | None, drift_metrics: Mapping[str, float]
+    ) -> None:
+        super().__init__(alerts)
+        self.drift = drift
+        self.drift_metrics = dict(drift_metrics)
+
+    @property
+    def js_divergence(self) -> float | None:
+        """The usage guide's name of ``drift_metrics["drift/js_distance"]`` (None: no drift)."""
+        warnings.warn(
+            "js_divergence is the old name of drift_metrics['drift/js_distance'] (the largest "
+            "Jensen-Shannon distance); read that instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.drift_metrics.get("drift/js_distance")
+
+
+def _epoch_metrics(
+    metrics: Any, splits: Mapping[str, Mapping[str, Any] | None], scalars: Mapping[str, Any]
+) -> Any:
+    """``metrics`` merged with the usage guide's per-split dicts and scalars (a name given
+    twice is an error); ``metrics`` as it is when the guide's form is not used."""
+    if all(v is None for v in splits.values()) and all(v is None for v in scalars.values()):
+        return {} if metrics is None else metrics
+    if metrics is not None and not isinstance(metrics, Mapping):
+        return metrics  # refused by _values with the usual message
+    out: dict[str, Any] = dict(metrics or {})
+
+    def add(key: str, value: Any) -> None:
+        if key in out:
+            raise ConfigError(f"metric {key!r} is given twice in one log_epoch call")
+        out[key] = value
+
+    for split, group in splits.items():
+        if group is None:
+            continue
+        if not isinstance(group, Mapping):
+            raise ConfigError(
+                f"{split}_metrics must be a dict of name -> number, got {type(group).__name__}"
+            )
+        for name, value in group.items():
+            add(canonical_metric_name(name, split, what=f"{split}_metrics name"), value)
+    for name, value in scalars.items():
+        if value is not None:
+            add(name, value)
+    return out
+
+
+def _drift_thresholds(warning: Any, critical: Any) -> tuple[tuple[str, float], ...]:
+    """(severity, threshold) on ``drift/js_distance``, worst first; checked here, once."""
+    out = []
+    for severity, value in (("critical", critical), ("warning", warning)):
+        if value is None:
+            continue
+        if not is_number(value) or not 0 <= value <= 1:
+            raise ConfigError(
+                f"drift_threshold_{severity} must be a number from 0 to 1 (a Jensen-Shannon "
+                f"distance), got {value!r}"
+            )
+        out.append((severity, float(value)))
+    if len(out) == 2 and out[0][1] < out[1][1]:
+        raise ConfigError(
+            f"drift_threshold_critical ({critical}) is below drift_threshold_warning ({warning})"
+        )
+    return tuple(out)
+
+
+def _drift_threshold_alert(
+    epoch: int, report: DriftReport, thresholds: Sequence[tuple[str, float]]
+) -> Alert | None:
+    """An alert when the largest Jensen-Shannon distance exceeds a threshold (worst first)."""
+    value = drift_metrics_from_report(report).get("drift/js_distance")
+    if value is None or math.isnan(value):
+        return None
+    for severity, threshold in thresholds:
+        if value > threshold:
+            return Alert(
+                "drift_threshold",
+                severity,
+                epoch,
+                f"drift/js_distance = {value:.4g} at epoch {epoch} exceeds the {severity} "
+                f"threshold {threshold:g}",
+                "drift/js_distance",
+                value,
+                threshold,
+            )
+    return None
+
+
 class MetricsEngine:
     """Logs an epoch's metrics to the experiment DB, checks drift, raises alerts.
 
@@ -180,7 +297,11 @@ class MetricsEngine:
     ``drift_options`` are passed to ``compare_profiles`` (``alpha``, ``correction``, ...).
     ``wandb=True`` logs to Weights & Biases (a run is started with ``wandb_init`` keyword
     arguments when none is active, and finished by :meth:`close`). ``on_alert`` callables
-    receive each alert as it is raised. One engine may be shared by threads.
+    receive each alert as it is raised. ``loggers`` (Lightning loggers: CSV, W&B, MLflow,
+    TensorBoard) receive each epoch's row, alerts and drift included, at ``step=epoch``.
+    ``drift_threshold_warning``/``drift_threshold_critical`` add a ``drift_threshold`` alert
+    when ``drift/js_distance`` exceeds them; ``use_wandb`` is the usage guide's name of
+    ``wandb``. One engine may be shared by threads.
     """
 
     def __init__(
@@ -194,6 +315,10 @@ class MetricsEngine:
         wandb_init: Mapping[str, Any] | None = None,
         drift_options: Mapping[str, Any] | None = None,
         on_alert: Sequence[Callable[[Alert], None]] = (),
+        loggers: Sequence[Any] = (),
+        use_wandb: bool | None = None,
+        drift_threshold_warning: float | None = None,
+        drift_threshold_critical: float | None = None,
     ) -> None:
         if (db is None) != (run_id is None):
             raise ConfigError(
@@ -214,6 +339,7 @@ class MetricsEngine:
         self.alert_rules: AlertRules = alert_rules
         self.drift_options = dict(drift_options or {})
         self.on_alert = tuple(on_alert)
+        self.loggers = _checked_loggers(loggers)
         self.history: list[dict[str, float]] = []
         self.alerts: list[Alert] = []
         self.drift_history: list[tuple[int, DriftReport]] = []
@@ -223,8 +349,13 @@ class MetricsEngine:
         self._lock = threading.RLock()
         self._wandb: Any = None
         self._owns_wandb_run = False
+        if use_wandb is not None:  # the usage guide's name for the same switch
+            if wandb and not use_wandb:
+                raise ConfigError("wandb=True and use_wandb=False contradict; pass one of them")
+            wandb = use_wandb
         if not isinstance(wandb, bool):
             raise ConfigError(f"wandb must be True or False, got {wandb!r}")
+        self.drift_thresholds = _drift_thresholds(drift_threshold_warning, drift_threshold_critical)
         if wandb:
             self._start_wandb(dict(wandb_init or {}))
 
@@ -259,13 +390,36 @@ class MetricsEngine:
     # -- the epoch -------------------------------------------------------------------------
 
     def log_epoch(
-        self, epoch: int, metrics: Mapping[str, Any], *, current_profile: Any = None
-    ) -> list[Alert]:
-        """Record one epoch and return the alerts it raised.
+        self,
+        epoch: int,
+        metrics: Mapping[str, Any] | None = None,
+        *,
+        current_profile: Any = None,
+        train_metrics: Mapping[str, Any] | None = None,
+        val_metrics: Mapping[str, Any] | None = None,
+        learning_rate: float | None = None,
+        gradient_norm: float | None = None,
+        epoch_duration: float | None = None,
+        reference_profile: Any = None,
+    ) -> EpochAlerts:
+        """Record one epoch and return the alerts it raised (with the epoch's drift).
 
         ``epoch`` must increase from call to call; ``metrics`` maps names (one naming scheme)
         to numbers, NaN and infinities included (they raise alerts, and are stored).
+        The usage guide's form is accepted too: ``train_metrics``/``val_metrics`` hold bare
+        names (``{"loss": 0.4}`` is ``train/loss``), ``learning_rate``, ``gradient_norm``
+        (``train/grad_norm``) and ``epoch_duration`` are scalars, and ``reference_profile``
+        replaces the engine's reference for this epoch's drift check.
         """
+        metrics = _epoch_metrics(
+            metrics,
+            {"train": train_metrics, "val": val_metrics},
+            {
+                "learning_rate": learning_rate,
+                "train/grad_norm": gradient_norm,
+                "epoch_duration": epoch_duration,
+            },
+        )
         with self._lock:
             if not is_int(epoch) or epoch < 0:
                 raise ConfigError(f"epoch must be an integer >= 0, got {epoch!r}")
@@ -275,7 +429,7 @@ class MetricsEngine:
                     "log each epoch once, in order (a resumed run needs a new run_id)"
                 )
             values = self._values(metrics)
-            report = self._drift(current_profile)
+            report = self._drift(current_profile, reference_profile)
             measures = {} if report is None else drift_metrics_from_report(report)
             alerts = self._alerts(epoch, values, report)
             rows = {**values, **measures, "alerts/count": float(len(alerts))}
@@ -283,6 +437,9 @@ class MetricsEngine:
                 self._write(epoch, rows, alerts, report)
             if self._wandb is not None:
                 self._wandb.log(jsonable(rows), step=epoch)
+            for logger in self.loggers:
+                logger.log_metrics(dict(rows), step=epoch)
+                logger.save()
             self._last_epoch = epoch
             for name, value in values.items():
                 if math.isfinite(value):
@@ -295,7 +452,7 @@ class MetricsEngine:
         for alert in alerts:
             for callback in self.on_alert:
                 callback(alert)
-        return alerts
+        return EpochAlerts(alerts, report, measures)
 
     def _values(self, metrics: Mapping[str, Any]) -> dict[str, float]:
         if not isinstance(metrics, Mapping):
@@ -318,10 +475,11 @@ class MetricsEngine:
                 ) from None
         return out
 
-    def _drift(self, current_profile: Any) -> DriftReport | None:
+    def _drift(self, current_profile: Any, reference_profile: Any = None) -> DriftReport | None:
         if current_profile is None:
             return None
-        if self.reference_profile is None:
+        reference = self.reference_profile if reference_profile is None else reference_profile
+        if reference is None:
             raise ConfigError(
                 "log_epoch got a current_profile but the engine has no reference_profile; "
                 "pass MetricsEngine(..., reference_profile=compute_profile(...))"
@@ -329,7 +487,7 @@ class MetricsEngine:
         # scipy only when a reference profile is given: training may run without the extra
         from pytest_modeltiers.drift.distribution import compare_profiles
 
-        return compare_profiles(self.reference_profile, current_profile, **self.drift_options)
+        return compare_profiles(reference, current_profile, **self.drift_options)
 
     def _alerts(
         self, epoch: int, values: Mapping[str, float], report: DriftReport | None
@@ -398,6 +556,10 @@ class MetricsEngine:
                     bound,
                 )
             )
+        if report is not None and self.drift_thresholds:
+            alert = _drift_threshold_alert(epoch, report, self.drift_thresholds)
+            if alert is not None:
+                alerts.append(alert)
         if report is not None:
             if report.inconclusive:
                 alerts.append(

@@ -19,6 +19,7 @@ _EXPORTS = {
     "ExportedArtifact": "pytest_modeltiers.export.artifacts",
     "export_format": "pytest_modeltiers.export.exporters",
     "export_model": "pytest_modeltiers.export.exporters",
+    "ONNXExporter": "pytest_modeltiers.export.onnx_exporter",
     "load_artifact": "pytest_modeltiers.export.runtime",
     "load_exported_model": "pytest_modeltiers.export.runtime",
     "ExportedModel": "pytest_modeltiers.export.runtime",

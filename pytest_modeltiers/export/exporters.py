@@ -187,8 +187,12 @@ def export_onnx(
     program: torch.export.ExportedProgram | None = None,
     exporter: str = "dynamo",
     opset: int | None = None,
+    optimize: bool = True,
 ) -> ExportedArtifact:
-    """Write ``model.onnx``; ``ExportError`` naming the cause on failure."""
+    """Write ``model.onnx``; ``ExportError`` naming the cause on failure.
+
+    ``optimize`` is the dynamo exporter's graph optimisation and the legacy exporter's
+    constant folding (both on by default, as in ``torch.onnx.export``)."""
     if exporter not in ONNX_EXPORTERS:
         raise ValueError(f"exporter must be one of {', '.join(ONNX_EXPORTERS)}, got {exporter!r}")
     start = time.perf_counter()
@@ -210,6 +214,7 @@ def export_onnx(
                         output_names=[signature.output_name],
                         dynamic_axes=signature.onnx_dynamic_axes(),
                         opset_version=opset,
+                        do_constant_folding=optimize,
                     )
                 else:
                     source: Any = program if program is not None else wrapper
@@ -224,6 +229,7 @@ def export_onnx(
                         output_names=[signature.output_name],
                         opset_version=opset,
                         external_data=external,
+                        optimize=optimize,
                         verbose=False,
                     )
             except Exception as exc:

@@ -261,6 +261,17 @@ class TaskAdapter:
         __tracebackhide__ = True
         return extract_attentions(outputs)
 
+    def attention_maps(self, model: Any, batch: Batch) -> list[torch.Tensor] | None:
+        """Tier 2's extension point: the model's attention for ``batch``, one
+        ``[batch, heads, queries, keys]`` tensor per attention computation, or ``None``.
+
+        ``None`` (the default) lets tier 2 find the maps itself (Hugging Face
+        ``output_attentions``, ``scaled_dot_product_attention`` calls, ``nn.MultiheadAttention``,
+        ``attentions`` in the output). Override it for a model whose attention none of those
+        reach, for example by calling the model with its own flag that returns the weights.
+        """
+        return None
+
     # -- helpers for subclasses -------------------------------------------------------------
     def _labels(self, batch: Batch) -> torch.Tensor:
         __tracebackhide__ = True

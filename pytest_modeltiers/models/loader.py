@@ -30,6 +30,8 @@ from pytest_modeltiers.models.adapters import (
     get_adapter,
     load_adapter,
 )
+from pytest_modeltiers.models.gist import GistModel
+from pytest_modeltiers.models.installed import unmodified_distribution
 from pytest_modeltiers.models.safety import scan_model_file
 from pytest_modeltiers.models.sandbox import blocked_message
 from pytest_modeltiers.models.spec import ModelSpec, parse_model_spec
@@ -63,6 +65,11 @@ class LoadRequest:
     #: Called right before the model's code first runs (the file is executed, the module
     #: imported), after torch and this package are loaded: the session confines itself there.
     enter_sandbox: Callable[[], None] | None = None
+    #: Where gists are cached (None: ``gist.default_cache_dir()``).
+    cache_dir: Path | None = None
+    #: ``spec`` already parsed (a gist already fetched): the session parses once, to confine
+    #: the process around the files it names before loading.
+    parsed: ModelSpec | None = None
 
     @classmethod
     def from_settings(cls, spec: str, settings: Settings, rootdir: Path) -> LoadRequest:
@@ -76,6 +83,7 @@ class LoadRequest:
             trust=settings.trust_model,
             sha256=settings.model_sha256,
             timeout=settings.timeout,
+            cache_dir=Path(settings.cache_dir) if settings.cache_dir else None,
         )
 
 
@@ -110,6 +118,15 @@ class LoadedModel:
     safety: str
     timeout: float
 
+    @property
+    def gist(self) -> GistModel | None:
+        """The gist the model came from, if it did."""
+        return self.spec.gist
+
+    def run_fields(self) -> dict[str, str]:
+        """Experiment-database columns of a run of this model (the gist's id, revision, hash)."""
+        return self.spec.gist.run_fields() if self.spec.gist is not None else {}
+
     def new_model(self) -> nn.Module:
         """A fresh instance, independent of every other, with the same initial weights."""
         return call_with_timeout(
@@ -139,9 +156,11 @@ class LoadedModel:
             shape.append("image " + "x".join(str(d) for d in task.image_size))
         if task.num_classes:
             shape.append(f"{task.num_classes} classes")
+        gist = [f"  {self.spec.gist.describe()}"] if self.spec.gist is not None else []
         return [
             f"model {key}: {self.how} -> {self.class_name}, {self.num_parameters:,} parameters; "
             f"{self.safety}",
+            *gist,
             f"  task {task.name} ({self.task_reason}; {', '.join(shape)}); "
             f"adapter {self.adapter.name} ({self.adapter_reason})",
         ]
@@ -149,13 +168,26 @@ class LoadedModel:
 
 def load_model(request: LoadRequest) -> LoadedModel:
     """Resolve ``request.spec`` to a ``LoadedModel``; raise ``ModelSpecError`` with the fix."""
-    spec = parse_model_spec(request.spec, request.rootdir)
+    spec = request.parsed or parse_model_spec(
+        request.spec, request.rootdir, cache_dir=request.cache_dir
+    )
     source = spec.source_file
     content = source.read_bytes() if source is not None else None
-    digest = _check_sha256(source, content, request.sha256)
-    safety = call_with_timeout(  # a file built to stall the scan meets the load's bound
-        lambda: _check_safety(source, trust=request.trust), request.timeout, f"scanning {source}"
-    )
+    gist = spec.gist
+    if gist is not None:
+        digest: str | None = _check_gist_sha256(gist, request.sha256)
+        safety = call_with_timeout(  # a file built to stall the scan meets the load's bound
+            lambda: _check_gist_safety(gist, trust=request.trust),
+            request.timeout,
+            f"scanning gist {gist.id}",
+        )
+    else:
+        digest = _check_sha256(source, content, request.sha256)
+        safety = call_with_timeout(
+            lambda: _check_safety(source, trust=request.trust),
+            request.timeout,
+            f"scanning {source}",
+        )
     if source is not None and source.read_bytes() != content:
         raise UnsafeModelError(f"{source} changed while it was being scanned; run again")
     module = call_with_timeout(
@@ -164,6 +196,8 @@ def load_model(request: LoadRequest) -> LoadedModel:
         f"importing {spec.raw}",
     )
     where = source.name if source else spec.module
+    if gist is not None:  # "choose one with gist:ID::NAME"
+        where = f"gist:{gist.id}"
     candidate, how = _pick_candidate(module, spec, where or spec.raw)
     task, task_reason = _explicit_task(request, module, where or spec.raw)
     if task is not None:
@@ -194,6 +228,8 @@ def load_model(request: LoadRequest) -> LoadedModel:
     if first is None:
         first = _build(build, request.timeout, how)
     name = (spec.attr or spec.raw) if spec.module else (source.stem if source else spec.raw)
+    if gist is not None:
+        name = f"gist-{gist.id[:8]}"
     return LoadedModel(
         spec=spec,
         name=name,
@@ -251,13 +287,48 @@ def _check_sha256(source: Path | None, content: bytes | None, expected: str | No
     return digest
 
 
+def _check_gist_sha256(gist: GistModel, expected: str | None) -> str:
+    if expected and gist.sha256 != expected:
+        raise UnsafeModelError(
+            f"gist {gist.id} at revision {gist.revision} has SHA-256 {gist.sha256} (the names "
+            f"and bytes of its files), but --model-sha256 expects {expected}; the gist is not "
+            f"the one pinned: review it, then update the pin (and pin the revision too: "
+            f"--model {gist.spec})"
+        )
+    return gist.sha256
+
+
+def _check_gist_safety(gist: GistModel, *, trust: bool) -> str:
+    """Scan every Python file of the gist, not only the model file and what it imports."""
+    if trust:
+        return "safety scan SKIPPED (--trust-model)"
+    findings: dict[str, object] = {}
+    for path in gist.python_files:
+        try:
+            for finding in scan_model_file(path):
+                findings.setdefault(str(finding), finding)
+        except SyntaxError as exc:
+            raise ModelSpecError(_syntax_message(exc)) from None
+    if findings:
+        listing = "\n".join(f"  {finding}" for finding in findings)
+        raise UnsafeModelError(
+            f"refused to run gist {gist.id} (revision {gist.revision}): the safety scan found "
+            f"capabilities a model should not need:\n{listing}\n"
+            "Review the gist; if you trust it, pass --trust-model to run it anyway."
+        )
+    return f"safety scan clean (all {len(gist.python_files)} Python files of the gist)"
+
+
 def _check_safety(source: Path | None, *, trust: bool) -> str:
     if source is None:
         return "safety scan: not applicable (installed module)"
     if trust:
         return "safety scan SKIPPED (--trust-model)"
-    if _is_installed_package(source):
-        return "safety scan: not applicable (installed package)"
+    if (distribution := unmodified_distribution(source)) is not None:
+        return (
+            f"safety scan: not applicable (installed package {distribution}, its files match "
+            "its RECORD)"
+        )
     try:
         findings = scan_model_file(source)
     except SyntaxError as exc:
@@ -270,10 +341,6 @@ def _check_safety(source: Path | None, *, trust: bool) -> str:
             "Review the code; if you trust it, pass --trust-model to run it anyway."
         )
     return "safety scan clean (the file and its local imports)"
-
-
-def _is_installed_package(path: Path) -> bool:
-    return any(part in {"site-packages", "dist-packages"} for part in path.parts)
 
 
 def _syntax_message(exc: SyntaxError) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import importlib.machinery
 import os
 import re
 import sys
@@ -529,6 +530,19 @@ _NAME_GETTERS = _names("operator.attrgetter operator.methodcaller")
 _IMPORTERS = _names(
     "builtins.__import__ importlib.__import__ importlib.import_module pkgutil.resolve_name"
 )
+
+#: Calls that import the parent package of the dotted name they are given (to find the
+#: child in the parent's ``__path__``): ``find_spec("pkg.mod")`` runs ``pkg/__init__.py``.
+_PARENT_IMPORTERS = _names(
+    "importlib.util.find_spec pkgutil.find_loader pkgutil.get_loader importlib.find_loader"
+)
+
+#: Calls that import every package they find under the folders they walk.
+_PACKAGE_WALKERS = _names("pkgutil.walk_packages")
+
+#: Modules the interpreter imports by name on its own at start-up (``site`` runs them from any
+#: folder on the import path, in this process and every Python process it starts).
+_STARTUP_MODULES = frozenset({"sitecustomize", "usercustomize"})
 
 #: Attributes that reach interpreter internals (function globals, every class, frames).
 _INTROSPECTION = _names(
@@ -1270,6 +1284,15 @@ class _FileScanner(ast.NodeVisitor):
                 if name is not None and ":" not in name:
                     stripped = name.lstrip(".")
                     self._follow(node, stripped or None, len(name) - len(stripped), [])
+            elif isinstance(node, ast.Call) and _matches(
+                self.resolve(node.func), _PARENT_IMPORTERS
+            ):
+                name = _string(_argument(node, 0, "name")) or ""
+                if "." in name.lstrip("."):
+                    parent = name.lstrip(".").rpartition(".")[0]
+                    self._follow(node, parent, len(name) - len(name.lstrip(".")), [])
+            elif isinstance(node, ast.Call) and _matches(self.resolve(node.func), _PACKAGE_WALKERS):
+                self.scan.enqueue_packages()
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
@@ -1353,30 +1376,19 @@ class _FileScanner(ast.NodeVisitor):
 
     def _check_dangerous_name(self, node: ast.Attribute, owners: frozenset[str]) -> None:
         """``<anything>.system``: unless the base resolves to names the tables judge, the base
-        may be a module reached in a way the resolver cannot follow, so the name decides."""
+        may be a module reached in a way the resolver cannot follow, so the name decides. A
+        parameter is no exception (``def f(self, os): os.system``): its caller may be out of
+        the scan's sight (a framework, ``map``, a callback)."""
         rule = _DANGEROUS_NAMES.get(node.attr)
         if rule is None:
             return
         unknown = not owners or any("<" in q or "*" in q for q in owners)
-        if unknown and not self._is_parameter(node.value) and not self._known(owners, node.attr):
+        if unknown and not self._known(owners, node.attr):
             self._report(
                 node,
                 rule.rule,
                 f"{_text(node)} {rule.why}; if it is your own object, rename the attribute",
             )
-
-    def _is_parameter(self, node: ast.expr) -> bool:
-        """A bare parameter (``def f(self, os): os.system``): the object comes from a call, where
-        passing a module is reported; a parameter named like a module is not that module."""
-        if not isinstance(node, ast.Name):
-            return False
-        defining = self.index.lookup(node.id, self.index.scope[id(node)])
-        return (
-            defining is not None
-            and node.id in defining.parameters
-            and node.id not in defining.aliases
-            and node.id not in defining.imports
-        )
 
     def _check_patch_target(self, node: ast.Call) -> None:
         """``mock.patch("os.system")`` imports ``os`` and hands ``os.system`` back."""
@@ -1585,6 +1597,13 @@ class _Scan:
     def __init__(self, top: Path) -> None:
         self.top = top
         self.root = Path(os.path.abspath(top)).parent
+        #: Folders whose modules an import can reach by name: the model's folder (the loader
+        #: puts it first on the import path) and the current directory when it is on the
+        #: import path (``python -m pytest`` puts it there).
+        self.roots = [self.root]
+        cwd = Path(os.getcwd())
+        if cwd != self.root and ("" in sys.path or os.getcwd() in sys.path):
+            self.roots.append(cwd)
         self._queue: list[tuple[Path, Path]] = []
         self._seen: set[Path] = set()
         self._scanners: dict[Path, _FileScanner] = {}
@@ -1596,12 +1615,34 @@ class _Scan:
         #: of the files, however the aliases are chained; tests read it to prove so.
         self.steps = 0
         self.enqueue(top, Path(os.path.abspath(top)))
+        for folder in self.roots:
+            for path in _shadowing_files(folder):
+                self.enqueue(self._display(path), path)
 
     def enqueue(self, display: Path, absolute: Path) -> None:
         real = absolute.resolve()
         if real not in self._seen:
             self._seen.add(real)
             self._queue.append((display, absolute))
+
+    def enqueue_packages(self) -> None:
+        """Every package under the import folders: ``pkgutil.walk_packages`` imports each one it
+        finds (at most ``_MAX_WALKED`` files; more is refused, not sampled)."""
+        inits = [
+            init
+            for folder in self.roots
+            for init in sorted(folder.rglob("__init__.py"))
+            if "site-packages" not in init.parts
+        ]
+        if len(inits) > _MAX_WALKED:
+            detail = (
+                f"walks the packages of {len(inits)} folders, more than the scan reads "
+                f"({_MAX_WALKED}); move the model into a folder of its own"
+            )
+            self.add(SafetyFinding(self.top, 1, DYNAMIC, detail), 0)
+            return
+        for init in inits:
+            self.enqueue(self._display(init), init)
 
     def register(self, name: str, absolute: Path) -> None:
         """Record that importing ``name`` runs ``absolute`` (for :meth:`canonical`)."""
@@ -1693,7 +1734,7 @@ class _Scan:
     ) -> list[tuple[str, Path, Path, bool]]:
         """Local files an import runs: ``(module name, display, absolute, compiled)``."""
         if level == 0:
-            bases = list(dict.fromkeys([self.root, importer.parent]))
+            bases = list(dict.fromkeys([*self.roots, importer.parent]))
         else:
             base = importer.parent
             for _ in range(level - 1):
@@ -1718,8 +1759,11 @@ class _Scan:
         return [(name, self._display(path), path, compiled) for name, path, compiled in found]
 
     def _inside(self, path: Path) -> bool:
-        root, candidate = str(self.root), os.path.normpath(path)
-        return candidate == root or candidate.startswith(root.rstrip(os.sep) + os.sep)
+        candidate = os.path.normpath(path)
+        return any(
+            candidate == str(root) or candidate.startswith(str(root).rstrip(os.sep) + os.sep)
+            for root in self.roots
+        )
 
     def _display(self, path: Path) -> Path:
         return self.top.parent / os.path.relpath(os.path.normpath(path), self.root)
@@ -1763,6 +1807,47 @@ class _Scan:
         if package.is_dir():
             return [], package  # a namespace package: nothing runs, submodules may
         return None
+
+
+#: The most package ``__init__`` files a ``pkgutil.walk_packages`` call makes the scan read.
+_MAX_WALKED = 500
+
+
+def _shadowing_files(folder: Path) -> list[Path]:
+    """Files in ``folder`` that run when something else imports a module by name: a file named
+    like a standard-library module (``json.py``), like the C accelerator a standard module
+    imports first (``_statistics.py``: ``import statistics`` runs it), like a module installed
+    elsewhere on the import path, or ``sitecustomize``/``usercustomize`` (run at start-up)."""
+    elsewhere = [
+        entry
+        for entry in sys.path
+        if entry and os.path.isdir(entry) and Path(entry).resolve() != folder.resolve()
+    ]
+    found = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.is_file() and entry.suffix == ".py":
+            name, path = entry.stem, entry
+        elif entry.is_dir() and (entry / "__init__.py").is_file():
+            name, path = entry.name, entry / "__init__.py"
+        else:
+            continue
+        if not name.isidentifier():
+            continue
+        loaded = getattr(sys.modules.get(name), "__file__", None)
+        if loaded is not None and Path(loaded).resolve() == path.resolve():
+            continue  # the module already imported from here (a project run from its checkout)
+        if (
+            name in _STARTUP_MODULES
+            or name in sys.stdlib_module_names
+            or name in sys.builtin_module_names
+            or importlib.machinery.PathFinder.find_spec(name, elsewhere) is not None
+        ):
+            found.append(path)
+    return found
 
 
 def _parse(display: Path, absolute: Path) -> ast.Module:

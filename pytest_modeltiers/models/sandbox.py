@@ -14,16 +14,25 @@ no library to install, nothing on other platforms. Rights are chosen by the kern
 
 Confinement cannot be undone: call it only in a process that runs model code from then on.
 Landlock does not see UDP or raw sockets, ``ptrace`` of processes inside the sandbox, mounts,
-``bpf`` or ``keyctl``: those need a seccomp filter, which is not built yet.
+``bpf`` or ``keyctl``: the seccomp filter of ``seccomp.py`` refuses those.
+
+A multi-process (DDP) run needs its ranks to reach each other over TCP, on ports chosen at run
+time. Landlock can only allow ports one by one, so such a run gets a private network namespace
+instead (only its own loopback: the ranks reach each other and nothing else), and where the
+kernel refuses one, exactly the ports the ranks use: the rendezvous port, ephemeral binds and
+the ephemeral range.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import fnmatch
 import os
 import platform
+import socket
+import struct
 import sys
 import tempfile
 import threading
@@ -43,6 +52,9 @@ __all__ = [
     "confine",
     "confined",
     "default_readable",
+    "describe_ports",
+    "enter_private_network",
+    "inside_private_network",
     "landlock_abi",
     "python_executables",
     "scrub_secrets",
@@ -165,6 +177,11 @@ class SandboxPolicy:
     readable: tuple[Path, ...] = ()
     executable: tuple[Path, ...] = ()
     tcp_ports: tuple[int, ...] = ()
+    #: Run in a private network namespace (loopback only) and leave TCP to it; where the kernel
+    #: refuses one, ``tcp_ports`` are the only TCP ports allowed, as without it.
+    private_network: bool = False
+    #: What the policy allows beyond the defaults and why, one phrase each, for the header.
+    allowances: tuple[str, ...] = ()
 
 
 @dataclass
@@ -180,6 +197,7 @@ class SandboxReport:
     covers: tuple[str, ...] = ()
     #: Paths of the policy that do not exist (nothing to allow).
     missing: list[Path] = field(default_factory=list)
+    allowances: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """One line for a session header."""
@@ -189,10 +207,20 @@ class SandboxReport:
                 "the model and this machine"
             )
         places = ", ".join(str(p) for p in self.writable) or "nowhere"
+        allowed = "".join(f"; allowed: {allowance}" for allowance in self.allowances)
         return (
             f"sandbox {self.mechanism} ABI {self.abi} ({', '.join(self.covers)}); "
-            f"writes only under {places}"
+            f"writes only under {places}{allowed}"
         )
+
+
+#: Cache locations that default to the home directory, moved into the sandbox's temp dir.
+_CACHE_VARIABLES = {
+    "XDG_CACHE_HOME": "cache",
+    "MPLCONFIGDIR": "matplotlib",
+    "TORCHINDUCTOR_CACHE_DIR": "torchinductor",
+    "TRITON_CACHE_DIR": "triton",
+}
 
 
 @dataclass
@@ -200,8 +228,9 @@ class Sandbox:
     """A session's sandbox, entered once, right before the first model code runs.
 
     Entering removes secret-like environment variables, points the temp dir (``TMPDIR`` and
-    ``tempfile``) at ``scratch`` (one of the writable places: the system temp dir is not), and
-    confines the process.
+    ``tempfile``) and the caches that default to the home or the system temp dir
+    (``XDG_CACHE_HOME``, ``MPLCONFIGDIR``, inductor's and Triton's) at ``scratch`` (one of the
+    writable places: the system temp dir is not), and confines the process.
     """
 
     policy: SandboxPolicy
@@ -224,6 +253,9 @@ class Sandbox:
         self.scratch.mkdir(parents=True, exist_ok=True)
         os.environ["TMPDIR"] = str(self.scratch)
         tempfile.tempdir = str(self.scratch)
+        # Libraries' caches under the (unwritable) home go to the temp dir instead.
+        for variable, folder in _CACHE_VARIABLES.items():
+            os.environ[variable] = str(self.scratch / folder)
         self.report = confine(self.policy)
 
     def describe(self) -> str:
@@ -319,9 +351,13 @@ def confine(policy: SandboxPolicy) -> SandboxReport:
     fs_rights = _FS_BY_ABI[max(v for v in _FS_BY_ABI if v <= abi)]
     attr = _RulesetAttr(handled_access_fs=fs_rights)
     covers = ["filesystem"]
-    if abi >= 4:
+    private = policy.private_network and enter_private_network()
+    tcp_ports = () if private else policy.tcp_ports
+    if private:
+        covers.append("network: a private namespace with only its own loopback")
+    elif abi >= 4:
         attr.handled_access_net = NET_BIND_TCP | NET_CONNECT_TCP
-        ports = ", ".join(str(port) for port in policy.tcp_ports)
+        ports = describe_ports(tcp_ports)
         covers.append(f"TCP connect/bind except ports {ports}" if ports else "TCP connect/bind")
     if abi >= 6:
         attr.scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL
@@ -334,7 +370,12 @@ def confine(policy: SandboxPolicy) -> SandboxReport:
         _syscall(create_ruleset, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0)),
     )
     report = SandboxReport(
-        confined=True, mechanism="Landlock", abi=abi, writable=policy.writable, covers=tuple(covers)
+        confined=True,
+        mechanism="Landlock",
+        abi=abi,
+        writable=policy.writable,
+        covers=tuple(covers),
+        allowances=policy.allowances,
     )
     try:
         devices = [Path(p) for p in _DEVICES]
@@ -349,7 +390,7 @@ def confine(policy: SandboxPolicy) -> SandboxReport:
         for path, rights in rules:
             if not _add_path_rule(add_rule, ruleset, path, rights & fs_rights):
                 report.missing.append(path)
-        for port in policy.tcp_ports if abi >= 4 else ():
+        for port in tcp_ports if abi >= 4 else ():
             net = _NetPortAttr(allowed_access=NET_BIND_TCP | NET_CONNECT_TCP, port=port)
             _checked(
                 f"landlock_add_rule (TCP port {port})",
@@ -374,6 +415,68 @@ def confine(policy: SandboxPolicy) -> SandboxReport:
     global _ENTERED
     _ENTERED = report
     return report
+
+
+#: Set by a process that made a private network namespace, to its inode: processes it starts
+#: (a DDP run's other ranks) are inside it already and must not make their own.
+PRIVATE_NETWORK_VAR = "PYTEST_MODELTIERS_PRIVATE_NETWORK"
+_CLONE_NEWNET = 0x40000000
+_CLONE_NEWUSER = 0x10000000
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def _network_namespace() -> int:
+    return os.stat("/proc/self/ns/net").st_ino
+
+
+def inside_private_network() -> bool:
+    """Whether this process is in the private network namespace a parent made for it."""
+    return os.environ.get(PRIVATE_NETWORK_VAR) == str(_network_namespace())
+
+
+def enter_private_network() -> bool:
+    """Move this thread (and the processes it starts) into a new network namespace holding only
+    a loopback device, and bring that up; False when the kernel refuses (no privilege and no
+    unprivileged user namespaces). A process already in the namespace its parent made stays.
+    """
+    if inside_private_network():
+        return True
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(_CLONE_NEWNET) != 0 and not _unshare_as_user():
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH22x", b"lo", 0)
+        flags = struct.unpack("16sH22x", fcntl.ioctl(sock, _SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | _IFF_UP))
+    os.environ[PRIVATE_NETWORK_VAR] = str(_network_namespace())
+    return True
+
+
+def _unshare_as_user() -> bool:
+    """A network namespace inside a new user namespace, for an unprivileged process; the user and
+    group map to themselves, so files keep their owners."""
+    uid, gid = os.getuid(), os.getgid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
+        return False
+    try:
+        Path("/proc/self/setgroups").write_text("deny")
+        Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
+        Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+    except OSError:
+        return False
+    return True
+
+
+def describe_ports(ports: Iterable[int]) -> str:
+    """``29500, 32768-60999``: sorted, runs collapsed (a DDP fallback allows thousands)."""
+    runs: list[list[int]] = []
+    for port in sorted(set(ports)):
+        if runs and port == runs[-1][1] + 1:
+            runs[-1][1] = port
+        else:
+            runs.append([port, port])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def _matching(folder: str, pattern: str) -> list[str]:

@@ -3,12 +3,14 @@
 PYTEST_DONT_REWRITE
 
 Landlock confines files, TCP and signals; this filter refuses, with ``EPERM``, what a model
-never needs and an attacker would use next: UDP, raw and packet sockets, ``ptrace`` and
+never needs and an attacker would use next: UDP, raw and packet sockets, new Unix sockets
+(Landlock does not judge ``connect`` to a socket file: ``/var/run/docker.sock`` would be one
+call away; ``socketpair`` and inherited ones still work), ``ptrace`` and
 ``process_vm_readv``/``writev`` (reading or writing another process), ``bpf``, mounts and
 ``pivot_root``, the kernel keyring, new namespaces (``unshare``, ``setns``, ``clone`` with a
 namespace flag) and ``pidfd_getfd``. Everything else is allowed: the filter is a short denylist
 on top of Landlock's allowlist, so ordinary work (threads, ``fork``/``exec`` of Python, TCP
-sockets whose connect Landlock then judges, Unix sockets) is untouched. ``clone3`` answers
+sockets whose connect Landlock then judges, pipes) is untouched. ``clone3`` answers
 ``ENOSYS``: its flags sit in memory a filter cannot read, and the C library then falls back to
 ``clone``, whose flags it can. System calls of another ABI (32-bit calls on x86_64) are refused.
 """
@@ -27,7 +29,7 @@ _ERRNO = 0x00050000
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
 _NR, _ARCH, _ARG0, _ARG1 = 0, 4, 16, 24  # offsets in struct seccomp_data (little-endian low half)
 _X32_BIT = 0x40000000
-_AF_INET, _AF_INET6, _AF_PACKET = 2, 10, 17
+_AF_UNIX, _AF_INET, _AF_INET6, _AF_PACKET = 1, 2, 10, 17
 _SOCK_DGRAM, _SOCK_RAW = 2, 3
 _NEW_NAMESPACES = (
     0x00020000  # CLONE_NEWNS
@@ -99,8 +101,8 @@ _TABLES["arm64"] = _TABLES["aarch64"]
 
 #: What the header says the filter covers.
 COVERS = (
-    "seccomp: UDP, raw and packet sockets, ptrace and process_vm_*, bpf, mounts, keyrings, "
-    "new namespaces"
+    "seccomp: UDP, raw, packet and new Unix sockets, ptrace and process_vm_*, bpf, mounts, "
+    "keyrings, new namespaces"
 )
 
 
@@ -133,6 +135,8 @@ def program(machine: str) -> bytes:
     socket_block = [
         _op(_LD_W_ABS, _ARG0),
         _op(_JEQ, _AF_PACKET, jf=1),
+        _deny(),
+        _op(_JEQ, _AF_UNIX, jf=1),
         _deny(),
         _op(_JEQ, _AF_INET, jt=2),
         _op(_JEQ, _AF_INET6, jt=1),

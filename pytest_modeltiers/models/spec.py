@@ -2,9 +2,10 @@
 
 PYTEST_DONT_REWRITE
 
-Accepted forms: ``path/to/file.py``, ``path/to/file.py::NAME`` and
-``package.module:attr``. Parsing touches the file system only to find files; nothing is
-imported here, so the safety scan can look at the code before any of it runs.
+Accepted forms: ``path/to/file.py``, ``path/to/file.py::NAME``, ``package.module:attr`` and
+``gist:ID[@REVISION][::NAME]`` (or a gist URL). Parsing touches the file system only to find
+files, and the network only to fetch a gist into its cache; nothing is imported here, so the
+safety scan can look at the code before any of it runs.
 """
 
 from __future__ import annotations
@@ -15,20 +16,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_modeltiers.errors import ModelSpecError
+from pytest_modeltiers.models.gist import GistModel, fetch_gist, parse_gist_ref
 
-FORMS = "path/to/file.py, path/to/file.py::NAME or package.module:attr"
+FORMS = "path/to/file.py, path/to/file.py::NAME, package.module:attr or gist:ID[@REVISION][::NAME]"
 
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A parsed model spec: a file (``path``) or an importable module (``module``)."""
+    """A parsed model spec: a file (``path``) or an importable module (``module``).
+
+    For a gist, ``path`` is its model file in the cache and ``gist`` says which revision.
+    """
 
     raw: str
     path: Path | None = None
     module: str | None = None
     attr: str | None = None
+    gist: GistModel | None = None
 
     @property
     def source_file(self) -> Path | None:
@@ -39,16 +45,18 @@ class ModelSpec:
         return find_module_file(self.module)
 
 
-def parse_model_spec(raw: str, rootdir: Path) -> ModelSpec:
-    """Parse ``raw``; relative paths are taken from ``rootdir`` when not found from the cwd."""
+def parse_model_spec(raw: str, rootdir: Path, *, cache_dir: Path | None = None) -> ModelSpec:
+    """Parse ``raw``; relative paths are taken from ``rootdir`` when not found from the cwd.
+
+    A gist is fetched into ``cache_dir`` (default: ``gist.default_cache_dir()``), or found there.
+    """
     text = raw.strip()
     if not text:
         raise ModelSpecError(f"empty model spec; expected {FORMS}")
-    if text.startswith("gist:"):
-        raise ModelSpecError(
-            "gist: model specs are not available in this version; download the gist's model.py "
-            "and pass its path"
-        )
+    ref = parse_gist_ref(text)
+    if ref is not None:
+        gist = fetch_gist(ref, cache_dir=cache_dir)
+        return ModelSpec(raw=text, path=gist.model_file, attr=ref.attr, gist=gist)
     if "::" in text:
         file_part, _, attr = text.partition("::")
         if not attr.isidentifier():

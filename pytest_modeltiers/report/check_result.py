@@ -14,6 +14,7 @@ import copy
 import enum
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,13 +85,20 @@ _KEYS = (
 _REQUIRED_KEYS = _KEYS[:6]
 
 
-@dataclass(frozen=True)
+#: The tier of a result built without one: the usage guide's ``CheckResult(check_name, status,
+#: message, details)`` is an export health check, and export health is tier 4.
+GUIDE_TIER = 4
+
+
+@dataclass(frozen=True, init=False)
 class CheckResult:
     """The outcome of one check: what ran, at which tier, how it went, and the evidence.
 
     Build one with the status constructors (``CheckResult.failed("test_gradient_flow", 1,
     "2 parameters get no gradient", {"unused": ["head.bias"]})``) or directly; both validate.
-    ``ValueError`` names the field that is wrong.
+    ``ValueError`` names the field that is wrong. The usage guide's keyword form without
+    ``tier`` (``CheckResult(check_name=..., status=..., message=..., details=...)``, a custom
+    export health check) is read as tier 4 with a ``DeprecationWarning``.
     """
 
     check_name: str
@@ -101,6 +109,32 @@ class CheckResult:
     duration_seconds: float = 0.0
     model: str | None = None
     nodeid: str | None = None
+
+    def __init__(
+        self,
+        check_name: str,
+        tier: int | None = None,
+        status: CheckStatus | str | None = None,
+        message: str = "",
+        details: Mapping[str, Any] | None = None,
+        duration_seconds: float = 0.0,
+        model: str | None = None,
+        nodeid: str | None = None,
+    ) -> None:
+        if tier is None:
+            warnings.warn(
+                f"CheckResult {check_name!r} has no tier; it is read as tier {GUIDE_TIER} (an "
+                f"export health check, as in the usage guide): pass tier={GUIDE_TIER}, or "
+                "build it with CheckResult.passed/failed/warning(check_name, tier, message, "
+                "details)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            tier = GUIDE_TIER
+        values = (check_name, tier, status, message, details, duration_seconds, model, nodeid)
+        for name, value in zip(_KEYS, values, strict=True):
+            object.__setattr__(self, name, {} if name == "details" and value is None else value)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if not isinstance(self.check_name, str) or not self.check_name.strip():

@@ -17,7 +17,15 @@ from pathlib import Path
 
 from pytest_modeltiers.report.health_report import HealthReport
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNREADABLE", "GateVerdict", "check_report"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_UNREADABLE",
+    "GateVerdict",
+    "check_report",
+    "load_report",
+    "report_problems",
+]
 
 EXIT_OK, EXIT_FAILED, EXIT_UNREADABLE = 0, 1, 2
 
@@ -78,6 +86,17 @@ def _counts(summary: dict[str, int]) -> str:
     if summary["not_judged"]:
         parts.append(f"{summary['not_judged']} not judged (no data)")
     return ", ".join(parts) or "no checks"
+
+
+def report_problems(report: HealthReport, min_score: float | None = None) -> list[str]:
+    """Every reason the report closes the gate; empty when it passes (the HTML page's verdict
+    says the same)."""
+    return _problems(report, min_score)
+
+
+def load_report(path: str | os.PathLike[str]) -> HealthReport | GateVerdict:
+    """The report at ``path``, or the unreadable verdict (exit 2) that says why there is none."""
+    return _load(Path(path))
 
 
 def _problems(report: HealthReport, min_score: float | None) -> list[str]:

@@ -46,7 +46,8 @@ __all__ = [
 APPLICATION_ID = 0x4D545850
 
 #: The statuses ``update_run_status`` accepts; a typo ("complete") is an error, not a new state.
-RUN_STATUSES = ("running", "completed", "failed", "interrupted")
+#: ``pruned``: a sweep stopped the run early because its metric was not promising.
+RUN_STATUSES = ("running", "completed", "failed", "interrupted", "pruned")
 
 #: The keys ``register_run`` accepts (``run_name`` is required).
 RUN_FIELDS = (
@@ -446,6 +447,24 @@ class ExperimentDB(SQLiteStore):
             ).fetchall()
         parsed = [(*row[:5], loads_json(row[5]), loads_json(row[6])) for row in rows]
         return _frame(parsed, (*columns, "config"))
+
+    def set_run_sweep(
+        self, run_id: SupportsIndex, sweep_id: str, sweep_params: Mapping[str, Any]
+    ) -> None:
+        """Mark an existing run as one trial of a sweep (a sweep's ``run_fn`` made the run)."""
+        rid = _run_id(run_id)
+        values = (
+            _optional_text(sweep_id, "sweep_id"),
+            _optional_json(dict(sweep_params), "sweep_params"),
+            utc_now(),
+            rid,
+        )
+        with self.write() as conn:
+            self._require_runs(conn, [rid])
+            conn.execute(
+                "UPDATE runs SET sweep_id = ?, sweep_params = ?, updated_at = ? WHERE run_id = ?",
+                values,
+            )
 
     # -- params ----------------------------------------------------------------------------
 

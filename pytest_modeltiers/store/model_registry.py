@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_modeltiers.store.metric_names import canonical_metric_name
+from pytest_modeltiers.store.metric_names import resolve_metric_name, warn_old_spellings
 from pytest_modeltiers.store.model_registry_schema import (
     _ALIAS,
     _EVENT_COLUMNS,
@@ -61,6 +61,22 @@ __all__ = [
     "parse_version",
     "version_key",
 ]
+
+
+def _accept_names(names: Iterable[str]) -> list[str]:
+    """Metric names to look up; old spellings (``val_loss``) are read with one warning."""
+    out, renamed = [], {}
+    for name in names:
+        full, old = resolve_metric_name(name)
+        out.append(full)
+        if old is not None:
+            renamed[old] = full
+    warn_old_spellings(renamed)
+    return out
+
+
+def _accept_name(name: str) -> str:
+    return _accept_names([name])[0]
 
 
 class ModelRegistry(SQLiteStore):
@@ -288,7 +304,7 @@ class ModelRegistry(SQLiteStore):
             raise StoreError(f"status must be one of {MODEL_STATUSES} or None, got {status!r}")
         if (min_metric_value is not None or max_metric_value is not None) and metric_name is None:
             raise StoreError("min_metric_value/max_metric_value need metric_name")
-        metric = None if metric_name is None else canonical_metric_name(metric_name)
+        metric = None if metric_name is None else _accept_name(metric_name)
         if limit is not None and (
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
         ):
@@ -334,7 +350,7 @@ class ModelRegistry(SQLiteStore):
         column per metric (all metrics of the models when ``metrics`` is None; NaN where a
         model lacks one)."""
         ids = [_model_id(m) for m in model_ids]
-        wanted = None if metrics is None else [canonical_metric_name(m) for m in metrics]
+        wanted = None if metrics is None else _accept_names(metrics)
         records = []
         with self.read() as conn:
             for mid in ids:

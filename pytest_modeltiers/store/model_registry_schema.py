@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_modeltiers.store.metric_names import canonical_metric_name
+from pytest_modeltiers.store.metric_names import resolve_metric_name, warn_old_spellings
 from pytest_modeltiers.store.sqlite_base import StoreError, StoreSchema
 
 if TYPE_CHECKING:
@@ -268,8 +268,11 @@ def _metrics(metrics: Any) -> dict[str, float]:
     if not isinstance(metrics, Mapping):
         raise StoreError(f"metrics must be a dict of name -> number, got {type(metrics).__name__}")
     out: dict[str, float] = {}
+    renamed: dict[str, str] = {}
     for name, value in metrics.items():
-        key = canonical_metric_name(name, what="registry metric")
+        key, old = resolve_metric_name(name, what="registry metric")
+        if old is not None:
+            renamed[old] = key
         if isinstance(value, bool):
             raise StoreError(f"metric {key!r} is a bool ({value!r}); store a number")
         try:
@@ -284,6 +287,7 @@ def _metrics(metrics: Any) -> dict[str, float]:
                 "(evaluate it again, or leave the metric out)"
             )
         out[key] = number
+    warn_old_spellings(renamed)
     return out
 
 

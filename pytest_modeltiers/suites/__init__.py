@@ -19,7 +19,7 @@ from pytest_modeltiers.startup import import_suite, may_select
 
 SUITES_DIR = Path(__file__).parent
 NODEID_PREFIX = "modeltiers/"
-SUITE_TIERS = ("tier1", "tier3", "tier4", "tier5")
+SUITE_TIERS = ("tier1", "tier2", "tier3", "tier4", "tier5")
 
 
 def selected_tiers(markexpr: str = "") -> list[str]:

@@ -33,6 +33,7 @@ from pytest_modeltiers.models.exceptions import (
 )
 from pytest_modeltiers.recorder import CheckRecorder
 from pytest_modeltiers.report import CheckResult
+from pytest_modeltiers.report.progress import progress_for
 from pytest_modeltiers.settings import SETTINGS_KEY, Settings
 from pytest_modeltiers.suites.support import expect
 
@@ -96,16 +97,22 @@ def test_export_parity(
         prepare=lambda batch: adapter.prepare_inputs(batch, task_spec),
     )
     max_batch = modeltiers_settings.max_batch_size
-    for seed, shape in enumerate(fixed_sweep(task_spec, signature, max_batch)):
-        batch = sweep_batch(task_spec, shape, seed=seed)
-        expect(request, modeltiers_check, sweep.check(batch), batch)
+    fixed = list(fixed_sweep(task_spec, signature, max_batch))
+    progress = progress_for(request.config)
+    with progress.stage(f"tier 4 parity {fmt}", total=len(fixed), unit="shapes") as stage:
+        for seed, shape in enumerate(fixed):
+            batch = sweep_batch(task_spec, shape, seed=seed)
+            expect(request, modeltiers_check, sweep.check(batch), batch)
+            stage.update(seed + 1)
 
-    @given(shape=shape_strategy(task_spec, signature, max_batch), seed=st.integers(0, 2**16))
-    def any_shape(shape: SweepShape, seed: int) -> None:
-        batch = sweep_batch(task_spec, shape, seed=seed)
-        expect(request, modeltiers_check, sweep.check(batch), batch)
+        @given(shape=shape_strategy(task_spec, signature, max_batch), seed=st.integers(0, 2**16))
+        def any_shape(shape: SweepShape, seed: int) -> None:
+            batch = sweep_batch(task_spec, shape, seed=seed)
+            expect(request, modeltiers_check, sweep.check(batch), batch)
+            stage.update(stage.done + 1, total=max(stage.done + 1, stage.total or 0))
 
-    any_shape()
+        any_shape()
+        stage.note = f"{len(fixed)} fixed and {stage.done - len(fixed)} drawn shapes match"
 
 
 def test_export_latency(

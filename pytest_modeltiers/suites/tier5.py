@@ -36,11 +36,12 @@ from pytest_modeltiers.evaluation.regression import compare_results
 from pytest_modeltiers.models.loader import LoadedModel
 from pytest_modeltiers.recorder import CheckRecorder
 from pytest_modeltiers.report import CheckResult
+from pytest_modeltiers.report.progress import Progress, progress_for
 from pytest_modeltiers.settings import Settings
 from pytest_modeltiers.store.experiment_db import ExperimentDB
 from pytest_modeltiers.suites.support import expect
 from pytest_modeltiers.triggers.config import PRESETS
-from pytest_modeltiers.triggers.manager import evaluate_retraining
+from pytest_modeltiers.triggers.manager import evaluate_retraining, trigger_history
 from pytest_modeltiers.triggers.report import RetrainingReport
 
 pytestmark = pytest.mark.tier5
@@ -76,6 +77,10 @@ class Tier5State:
     baseline_metrics: dict[str, float] | None = None
     _reference: tuple[Profile, str] | None = None
     _errors: dict[str, str] = field(default_factory=dict)
+    #: Where profiling reports the rows it profiled (nothing written without a terminal).
+    progress: Progress = field(default_factory=lambda: Progress(None, live=False))
+    #: The retraining triggers' values in earlier checks (before this session's), for plots.
+    trigger_history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     _db: ExperimentDB | None = None
 
@@ -133,6 +138,7 @@ class Tier5State:
                     "run_name": f"tier5-eval-{task.name}",
                     "task_name": task.name,
                     "modality": task.modality,
+                    **self.loaded.run_fields(),  # a gist's id, revision and hash
                     "config": {
                         "kind": "tier5_evaluation",
                         "model": self.loaded.spec.raw,
@@ -142,13 +148,13 @@ class Tier5State:
                 }
             )
             db.log_metrics(run_id, result.metrics, "eval")
-            profile = _compute_profile(
-                self.model,
-                self.loaded.adapter,
-                task,
-                self.batches()[0],
-                source=result.data,
-            )
+            batches = self.batches()[0]
+            rows = sum(_rows(batch) for batch in batches)
+            with self.progress.stage("tier 5 reference profile", total=rows, unit="rows") as stage:
+                profile = _compute_profile(
+                    self.model, self.loaded.adapter, task, batches, source=result.data
+                )
+                stage.update(rows, note=f"of {result.data}")
             log_profile_to_db(db, run_id, profile)
             if self.persistent_db:
                 # In this database's own artifact folder (named by its identity, so another
@@ -166,9 +172,13 @@ class Tier5State:
             path = self.settings.current_data
             dataset, where = resolve_eval_dataset(task, path=path)
             self._current_count = len(dataset) if isinstance(dataset, Sized) else None
-            self._current = _compute_profile(
-                self.model, self.loaded.adapter, task, dataset, source=where
-            )
+            with self.progress.stage(
+                "tier 5 current profile", total=self._current_count, unit="rows"
+            ) as stage:
+                self._current = _compute_profile(
+                    self.model, self.loaded.adapter, task, dataset, source=where
+                )
+                stage.update(self._current_count or 0, note=f"of {where}")
         return self._current
 
     def reference_profile(self) -> tuple[Profile, str] | None:
@@ -189,6 +199,7 @@ def _save_weights(model: torch.nn.Module, path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def _tier5(
+    request: pytest.FixtureRequest,
     modeltiers_loaded_model: LoadedModel,
     modeltiers_settings: Settings,
     tmp_path_factory: pytest.TempPathFactory,
@@ -198,7 +209,15 @@ def _tier5(
         db_path, persistent = Path(configured), True
     else:
         db_path, persistent = tmp_path_factory.mktemp("tier5") / "experiments.db", False
-    return Tier5State(modeltiers_loaded_model, modeltiers_settings, db_path, persistent)
+    state = Tier5State(modeltiers_loaded_model, modeltiers_settings, db_path, persistent)
+    state.progress = progress_for(request.config)
+    return state
+
+
+def _rows(batch: Batch) -> int:
+    """The examples in a batch: the first dimension of its first tensor."""
+    first = next((v for v in batch.values() if isinstance(v, torch.Tensor)), None)
+    return int(first.shape[0]) if first is not None and first.dim() else 0
 
 
 def _failed(name: str, exc: Exception) -> CheckResult:
@@ -329,15 +348,21 @@ def _production_baseline(settings: Settings) -> Baseline | None:
 
 
 def _baseline(state: Tier5State) -> Baseline | None:
-    run = state.settings.baseline_run
-    if run is None:
+    """The baseline of ``--baseline-run`` (the session resolved ``latest`` or a name to an id
+    when it started; ``latest`` left as it is means no run saved a checkpoint yet), else the
+    registry's production model."""
+    spec = state.settings.baseline_run
+    if spec is None:
         return _production_baseline(state.settings)
     db_option = state.settings.experiment_db
     if not db_option:
         raise ModelTiersError(
-            f"--baseline-run {run} names a run of the experiment database, but no database is "
+            f"--baseline-run {spec} names a run of the experiment database, but no database is "
             "set: add --experiment-db PATH"
         )
+    if not spec.isdigit():
+        return None
+    run = int(spec)
     db_path = Path(db_option)
     db = state.db if db_path == state.db_path else ExperimentDB(db_path)
     checkpoint = _checkpoint_of_run(db, run, db_path)
@@ -378,6 +403,13 @@ def test_baseline_regression(
                 "--experiment-db that saved a checkpoint), or promote a model to the registry's "
                 "production alias"
             )
+            if _tier5.settings.baseline_run is not None:
+                message = (
+                    f"no baseline to compare with: --baseline-run {_tier5.settings.baseline_run} "
+                    f"found no completed run with a checkpoint in {_tier5.settings.experiment_db}"
+                    " from before this session; this session records one (the next run "
+                    "compares with it)"
+                )
             missing = tier5.check_missing_input(
                 name,
                 missing="baseline",
@@ -473,9 +505,14 @@ def _drift_test(
     except ModelTiersError as exc:
         expect(request, recorder, _failed(name, exc))
         return
-    expect(
-        request, recorder, tier5.check_drift(report, check_name=name, what=what, reference=where)
+    result = tier5.check_drift(
+        report,
+        check_name=name,
+        what=what,
+        reference=where,
+        profiles=(reference, state.current_profile()),
     )
+    expect(request, recorder, result)
 
 
 def test_input_drift(
@@ -549,6 +586,7 @@ def retraining_report(_tier5: Tier5State, modeltiers_model_key: str | None) -> R
             )
         else:
             _tier5.current_profile()
+        _tier5.trigger_history = trigger_history(_tier5.db, f"tier5.{_tier5.loaded.name}")
         report = evaluate_retraining(
             _policy(settings.retraining_policy, _tier5.evaluation()),
             current_metrics=_tier5.evaluation().metrics,
@@ -578,6 +616,7 @@ def retraining_report(_tier5: Tier5State, modeltiers_model_key: str | None) -> R
 
 def test_retraining_triggers(
     request: pytest.FixtureRequest,
+    _tier5: Tier5State,
     retraining_report: RetrainingReport,
     modeltiers_check: CheckRecorder,
     modeltiers_model_key: str | None,
@@ -588,5 +627,10 @@ def test_retraining_triggers(
     paths = _retraining_paths(modeltiers_settings, modeltiers_model_key)
     written = str(paths[0]) if paths is not None else None
     required = _required(modeltiers_settings, "tier5.triggers")
-    result = tier5.check_retraining(retraining_report, written_to=written, require_data=required)
+    result = tier5.check_retraining(
+        retraining_report,
+        written_to=written,
+        require_data=required,
+        history=_tier5.trigger_history,
+    )
     expect(request, modeltiers_check, result)

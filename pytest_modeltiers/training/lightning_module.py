@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
@@ -139,6 +139,7 @@ class AdapterModule(pl.LightningModule):
             on_epoch=True,
             batch_size=score.count,
             sync_dist=True,
+            logger=False,  # the loggers get each epoch's row from RunRecorder's MetricsEngine
         )
         self._last_step = (score.loss.detach(), batch_idx)
         return score.loss
@@ -170,10 +171,20 @@ class AdapterModule(pl.LightningModule):
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         score = self._score(batch)
-        self.log(VAL_LOSS, score.loss, on_epoch=True, batch_size=score.count, sync_dist=True)
+        count = score.count
+        self.log(
+            VAL_LOSS, score.loss, on_epoch=True, batch_size=count, sync_dist=True, logger=False
+        )
         if score.correct is not None:
-            accuracy = torch.tensor(score.correct / score.count, device=score.loss.device)
-            self.log(VAL_ACCURACY, accuracy, on_epoch=True, batch_size=score.count, sync_dist=True)
+            accuracy = torch.tensor(score.correct / count, device=score.loss.device)
+            self.log(
+                VAL_ACCURACY,
+                accuracy,
+                on_epoch=True,
+                batch_size=count,
+                sync_dist=True,
+                logger=False,
+            )
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -289,8 +300,10 @@ class RunRecorder(Callback):
         run_info: Mapping[str, Any],
         params: Mapping[str, Any],
         run_dir: str,
+        loggers: Sequence[Any] = (),
     ) -> None:
         self.db = db
+        self.loggers = tuple(loggers)
         self.run_info = dict(run_info)
         self.params = dict(params)
         self.run_dir = run_dir
@@ -311,7 +324,7 @@ class RunRecorder(Callback):
             if self.db is not None:
                 run_id = self.db.register_run(self.run_info)
                 self.db.log_params(run_id, {**self.params, "world_size": trainer.world_size})
-            self.engine = MetricsEngine(self.db, run_id)
+            self.engine = MetricsEngine(self.db, run_id, loggers=self.loggers)
         self.run_id = trainer.strategy.broadcast(run_id, src=0)
         self.run_dir = trainer.strategy.broadcast(self.run_dir, src=0)
 

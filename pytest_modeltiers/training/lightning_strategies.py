@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_modeltiers.errors import ConfigError, ModelTiersWarning
+from pytest_modeltiers.errors import ConfigError, ModelTiersWarning, stacklevel_outside_package
 
 if TYPE_CHECKING:
     from pytest_modeltiers.config.training import TrainingConfig
@@ -207,8 +207,8 @@ def resolve_distribution(config: TrainingConfig, accelerator: str = "auto") -> D
             )
             strategy, num_nodes = "auto", 1
             devices = devices[:1] if isinstance(devices, list) else 1
-    for note in notes:
-        warnings.warn(note, ModelTiersWarning, stacklevel=3)
+    for note in notes:  # pointed at the user's line (a notebook cell, a script), not ours
+        warnings.warn(note, ModelTiersWarning, stacklevel=stacklevel_outside_package())
     return Distribution(
         accelerator=acc,
         strategy=strategy,

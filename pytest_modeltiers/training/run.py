@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,9 +20,11 @@ from pytest_modeltiers.config.eval_config import build_eval_config
 from pytest_modeltiers.config.training import TrainingConfig
 from pytest_modeltiers.errors import ConfigError
 from pytest_modeltiers.evaluation.held_out import run_evaluation
+from pytest_modeltiers.repro.provenance import run_provenance
 from pytest_modeltiers.training.checkpoints import model_state_dict, read_checkpoint
 from pytest_modeltiers.training.data import RunData, resolve_data
 from pytest_modeltiers.training.lightning_strategies import resolve_distribution, show_progress_bar
+from pytest_modeltiers.training.loggers import check_trackers, open_loggers
 from pytest_modeltiers.training.results import TrainingResults
 
 if TYPE_CHECKING:
@@ -98,6 +100,8 @@ def run_training(
     progress_bar: bool | None = None,
     run_fields: Mapping[str, Any] | None = None,
     copy_checkpoints: bool | None = None,
+    extra_callbacks: Sequence[Any] = (),
+    run_params: Mapping[str, Any] | None = None,
 ) -> TrainingResults:
     """Train ``model`` with Lightning as ``training_cfg`` says.
 
@@ -108,9 +112,14 @@ def run_training(
     ``ExperimentDB.register_run``). ``copy_checkpoints``: copy the checkpoints recorded in
     ``db`` next to it (True), record them where they are (False: refused if that is a
     temporary folder the database is not in), or copy only in that case (None).
+    ``extra_callbacks``: more Lightning callbacks for the trainer (a sweep's pruning callback).
+    With a ``db``, the run's params also hold its provenance for ``create_repro_bundle``
+    (``repro.provenance``); ``run_params`` adds params or replaces those (``modeltiers train``
+    records its config and the model file it loaded).
     """
     start = time.perf_counter()
     _check_inputs(model, training_cfg)
+    check_trackers(training_cfg)  # a requested tracker without its package: before anything
     config = training_cfg
     if eval_cfg is None:
         eval_cfg = build_eval_config(config)
@@ -133,7 +142,11 @@ def run_training(
 
     from pytest_modeltiers.training import lightning_module as lm
 
-    with lm.preserved_torch_globals(), lm.quiet_lightning():
+    with (
+        lm.preserved_torch_globals(),
+        lm.quiet_lightning(),
+        open_loggers(config, directory, run_name) as loggers,
+    ):
         pl.seed_everything(config.random_seed, workers=True, verbose=False)
         if checkpoint is not None:
             try:
@@ -179,8 +192,16 @@ def run_training(
             "resumed_from": resume,
             "initial_eval": initial,
             **{f"distribution.{k}": v for k, v in distribution.to_dict().items()},
+            **(
+                run_provenance(
+                    model, task_spec, eval_cfg, data.train, data.validation, data.source, config
+                )
+                if db is not None
+                else {}
+            ),
+            **dict(run_params or {}),
         }
-        recorder = lm.RunRecorder(db, run_info, params, str(directory))
+        recorder = lm.RunRecorder(db, run_info, params, str(directory), loggers)
         has_val = data.validation is not None
         every = max(1, min(config.save_every_n_epochs, config.epochs))
         checkpointing = ModelCheckpoint(
@@ -194,7 +215,7 @@ def run_training(
             every_n_epochs=every,
             save_on_train_epoch_end=True,
         )
-        callbacks: list[Any] = [recorder, checkpointing]
+        callbacks: list[Any] = [recorder, checkpointing, *extra_callbacks]
         early: Any = None
         if has_val and config.early_stopping_patience > 0:
             early = EarlyStopping(
@@ -213,7 +234,7 @@ def run_training(
             gradient_clip_algorithm="norm",
             deterministic=config.deterministic,
             callbacks=callbacks,
-            logger=False,
+            logger=loggers,
             enable_checkpointing=True,
             enable_model_summary=False,
             enable_progress_bar=show_progress_bar() if progress_bar is None else progress_bar,

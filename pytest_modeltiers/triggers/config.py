@@ -17,7 +17,11 @@ from pytest_modeltiers.atomic import atomic_write_text
 from pytest_modeltiers.config._util import did_you_mean, is_int, is_number, read_json_object
 from pytest_modeltiers.errors import ConfigError
 from pytest_modeltiers.jsonio import dumps
-from pytest_modeltiers.store.metric_names import MetricNameError, canonical_metric_name
+from pytest_modeltiers.store.metric_names import (
+    MetricNameError,
+    resolve_metric_name,
+    warn_old_spellings,
+)
 from pytest_modeltiers.triggers.base import (
     TRIGGER_SEVERITIES,
     TriggerInputError,
@@ -169,6 +173,16 @@ class TriggerConfig:
         return cls.from_dict(data)
 
 
+def _metric_name(cfg: Any, split: str | None, what: str) -> str:
+    """``cfg.metric_name`` in the one scheme; an old spelling (``val_loss``) with a warning."""
+    try:
+        full, old = resolve_metric_name(cfg.metric_name, split, what=what)
+    except MetricNameError as exc:
+        raise _fail(cfg, str(exc)) from None
+    warn_old_spellings({} if old is None else {old: full})
+    return full
+
+
 def _threshold(cfg: Any, value: Any, what: str, *, allow_zero: bool = True) -> None:
     if not is_number(value) or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
@@ -194,10 +208,7 @@ class DriftTriggerConfig(TriggerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _threshold(self, self.threshold, "threshold")
-        try:
-            full = canonical_metric_name(self.metric_name, "drift", what="drift metric")
-        except MetricNameError as exc:
-            raise _fail(self, str(exc)) from None
+        full = _metric_name(self, "drift", "drift metric")
         object.__setattr__(self, "metric_name", full)
         if self.window_size is not None and (not is_int(self.window_size) or self.window_size < 1):
             raise _fail(
@@ -221,10 +232,7 @@ class PerformanceTriggerConfig(TriggerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _threshold(self, self.threshold, "threshold")
-        try:
-            full = canonical_metric_name(self.metric_name, what="performance metric")
-        except MetricNameError as exc:
-            raise _fail(self, str(exc)) from None
+        full = _metric_name(self, None, "performance metric")
         object.__setattr__(self, "metric_name", full)
         if self.mode not in (None, "min", "max"):
             raise _fail(self, f"mode must be 'min', 'max' or null (inferred), got {self.mode!r}")
@@ -260,7 +268,7 @@ class TimeTriggerConfig(TriggerConfig):
         _threshold(self, self.interval_hours, "interval_hours", allow_zero=False)
         if self.last_training_time is not None:
             try:
-                moment = parse_utc(self.last_training_time, "last_training_time")
+                moment = parse_utc(self.last_training_time, "last_training_time", naive_as_utc=True)
             except TriggerInputError as exc:
                 raise _fail(self, str(exc)) from None
             object.__setattr__(self, "last_training_time", format_utc(moment))

@@ -6,13 +6,23 @@ PYTEST_DONT_REWRITE
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from pytest_modeltiers.errors import ModelTiersError
-from pytest_modeltiers.store.metric_names import MetricNameError, canonical_metric_name
+from pytest_modeltiers.errors import (
+    ModelTiersError,
+    ModelTiersWarning,
+    stacklevel_outside_package,
+)
+from pytest_modeltiers.store.metric_names import (
+    MetricNameError,
+    canonical_metric_name,
+    resolve_metric_name,
+    warn_old_spellings,
+)
 
 __all__ = [
     "TriggerInputError",
@@ -48,9 +58,11 @@ class TriggerInputs:
     now: datetime
 
 
-def parse_utc(value: Any, what: str) -> datetime:
+def parse_utc(value: Any, what: str, *, naive_as_utc: bool = False) -> datetime:
     """A timezone-aware ``datetime`` in UTC from an aware datetime or an ISO 8601 string with an
-    offset or ``Z`` (the stores' format). Naive values are refused: their zone is a guess."""
+    offset or ``Z`` (the stores' format). Naive values are refused, their zone being a guess,
+    unless ``naive_as_utc``: then they are read as UTC with a ``ModelTiersWarning`` (the usage
+    guide's ``datetime.now().isoformat()``)."""
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
@@ -69,6 +81,16 @@ def parse_utc(value: Any, what: str) -> datetime:
             f"{what} must be a timezone-aware datetime or an ISO 8601 string, got "
             f"{type(value).__name__} {value!r}"
         )
+    if (parsed.tzinfo is None or parsed.utcoffset() is None) and naive_as_utc:
+        warnings.warn(
+            ModelTiersWarning(
+                f"{what} {value!r} has no timezone; it is read as UTC. If it is local time "
+                "(datetime.now()), the elapsed time is off by your UTC offset: pass "
+                "datetime.now(timezone.utc), or an ISO string ending in 'Z' or '+00:00'"
+            ),
+            stacklevel=stacklevel_outside_package(),
+        )
+        parsed = parsed.replace(tzinfo=timezone.utc)
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise TriggerInputError(
             f"{what} {value!r} has no timezone; give it one (datetime.now(timezone.utc), or "
@@ -170,10 +192,14 @@ def normalize_metrics(
     *,
     what: str = "metric",
     allow_history: bool = False,
+    renamed: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Names in the one scheme (qualified by ``split`` when given), values as floats.
 
     With ``allow_history`` a value may be a sequence of numbers (oldest first), kept as a tuple.
+    With ``renamed``, old spellings (``val_loss``, ``js_divergence``) are read as their new
+    names and recorded there (old -> new) for the caller's one warning; without it they are
+    refused.
     """
     if metrics is None:
         return {}
@@ -181,7 +207,12 @@ def normalize_metrics(
         raise TriggerInputError(f"{what}s must be a dict of name -> value, got {type(metrics)}")
     out: dict[str, Any] = {}
     for name, raw in metrics.items():
-        key = canonical_metric_name(name, split, what=what)
+        if renamed is None:
+            key = canonical_metric_name(name, split, what=what)
+        else:
+            key, old = resolve_metric_name(name, split, what=what)
+            if old is not None:
+                renamed[old] = key
         if allow_history and isinstance(raw, Sequence) and not isinstance(raw, str):
             if not raw:
                 raise TriggerInputError(f"{what} {key!r} has an empty history")
@@ -191,14 +222,15 @@ def normalize_metrics(
     return out
 
 
-def normalize_drift(drift: Any) -> dict[str, float]:
-    """Drift input as ``drift/...`` measures: a report, its dict, or a flat dict of measures."""
+def normalize_drift(drift: Any, renamed: dict[str, str] | None = None) -> dict[str, float]:
+    """Drift input as ``drift/...`` measures: a report, its dict, or a flat dict of measures
+    (``renamed`` as in :func:`normalize_metrics`)."""
     if drift is None:
         return {}
     if _is_report(drift) or _is_report_dict(drift):
         return drift_metrics_from_report(drift)
     if isinstance(drift, Mapping):
-        return normalize_metrics(drift, "drift", what="drift metric")
+        return normalize_metrics(drift, "drift", what="drift metric", renamed=renamed)
     raise TriggerInputError(
         "drift must be a DriftReport, its to_dict(), or a dict of drift measures such as "
         f"{{'drift/js_distance': 0.12}}, got {type(drift).__name__}"
@@ -222,10 +254,15 @@ def build_inputs(
     if metadata is not None and not isinstance(metadata, Mapping):
         raise TriggerInputError(f"metadata must be a dict, got {type(metadata).__name__}")
     moment = datetime.now(timezone.utc) if now is None else parse_utc(now, "now")
-    return TriggerInputs(
-        drift=normalize_drift(drift),
-        current=normalize_metrics(current_metrics, split, allow_history=True),
-        baseline=normalize_metrics(baseline_metrics, split, what="baseline metric"),
+    renamed: dict[str, str] = {}
+    inputs = TriggerInputs(
+        drift=normalize_drift(drift, renamed),
+        current=normalize_metrics(current_metrics, split, allow_history=True, renamed=renamed),
+        baseline=normalize_metrics(
+            baseline_metrics, split, what="baseline metric", renamed=renamed
+        ),
         metadata=dict(metadata or {}),
         now=moment,
     )
+    warn_old_spellings(renamed)
+    return inputs

@@ -79,8 +79,11 @@ __all__ = [
     "severity_at_least",
 ]
 
-#: Prefix of the experiment-database runs that record trigger evaluations.
+#: Prefix of the experiment-database runs that record trigger evaluations; an evaluation that
+#: fired is named with ``EVENT_RUN_PREFIX`` instead, so ``run_name.str.contains(
+#: "trigger_event")`` lists the trigger events, as the usage guide does.
 CHECK_RUN_PREFIX = "retraining_check:"
+EVENT_RUN_PREFIX = "trigger_event:"
 #: Registry model metadata keys read by ``check_retraining_needed``.
 TRAINED_AT_KEY = "trained_at"
 TRAINING_SAMPLES_KEY = "training_samples"
@@ -364,8 +367,9 @@ class RetrainingTriggerManager:
                     metrics[f"trigger/{path}/condition"] = 1.0 if d.streak > 0 else 0.0
                 if d.actual_value is not None and math.isfinite(d.actual_value):
                     metrics[f"trigger/{path}/value"] = d.actual_value
+        prefix = EVENT_RUN_PREFIX if report.triggered else CHECK_RUN_PREFIX
         run = db.log_run(
-            f"{CHECK_RUN_PREFIX}{self.scope}",
+            f"{prefix}{self.scope}",
             {"scope": self.scope, "report": report.to_dict(), "triggers": state},
             notes=f"Retraining trigger check: severity {report.severity}",
         )
@@ -394,15 +398,36 @@ def _latest_check(db: Any, scope: str) -> dict[str, Any]:
     # ExperimentDB has no query by run name; the runs table is this package's own schema.
     with db.read() as conn:
         row = conn.execute(
-            "SELECT config FROM runs WHERE run_name = ? AND status = 'completed' "
+            "SELECT config FROM runs WHERE run_name IN (?, ?) AND status = 'completed' "
             "ORDER BY run_id DESC LIMIT 1",
-            (f"{CHECK_RUN_PREFIX}{scope}",),
+            (f"{CHECK_RUN_PREFIX}{scope}", f"{EVENT_RUN_PREFIX}{scope}"),
         ).fetchone()
     if row is None:
         return {}
     config = json.loads(row[0])
     triggers = config.get("triggers") if isinstance(config, Mapping) else None
     return dict(triggers) if isinstance(triggers, Mapping) else {}
+
+
+def trigger_history(db: Any, scope: str, *, limit: int = 50) -> dict[str, list[dict[str, Any]]]:
+    """Each top-level trigger's measured value in the newest ``limit`` completed checks of
+    ``scope`` (those that fired included), oldest first, for plots:
+    ``{name: [{"run_id": 7, "value": 0.12}, ...]}``."""
+    names = (f"{CHECK_RUN_PREFIX}{scope}", f"{EVENT_RUN_PREFIX}{scope}")
+    with db.read() as conn:
+        rows = conn.execute(
+            "SELECT m.run_id, m.metric_name, m.value FROM metrics m WHERE m.run_id IN "
+            "(SELECT run_id FROM runs WHERE run_name IN (?, ?) AND status = 'completed' "
+            "ORDER BY run_id DESC LIMIT ?) AND m.metric_name LIKE 'trigger/%/value' "
+            "ORDER BY m.run_id, m.metric_id",
+            (*names, limit),
+        ).fetchall()
+    history: dict[str, list[dict[str, Any]]] = {}
+    for run_id, metric, value in rows:
+        parts = str(metric).split("/")
+        if len(parts) == 3 and value is not None:
+            history.setdefault(parts[1], []).append({"run_id": int(run_id), "value": float(value)})
+    return history
 
 
 def _metric_histories(db: Any, run_id: int) -> dict[str, tuple[float, ...]]:

@@ -277,7 +277,7 @@ class TimeTrigger(Trigger):
         super().__init__()
         stamp = last_training_time
         if isinstance(stamp, datetime):
-            stamp = format_utc(parse_utc(stamp, "last_training_time"))
+            stamp = format_utc(parse_utc(stamp, "last_training_time", naive_as_utc=True))
         self.config = config or TimeTriggerConfig(
             name=name,
             interval_hours=interval_hours,
@@ -306,7 +306,7 @@ class TimeTrigger(Trigger):
                 "it (aware UTC), or look the model up in the registry",
                 threshold=cfg.interval_hours,
             )
-        last = parse_utc(raw, "last_training_time")
+        last = parse_utc(raw, "last_training_time", naive_as_utc=True)
         hours = (inputs.now - last).total_seconds() / 3600.0
         metrics = {
             "last_training_time": format_utc(last),
