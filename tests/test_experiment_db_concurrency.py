@@ -74,9 +74,9 @@ def test_four_processes_500_metrics_each_all_present(tmp_path: Path) -> None:
     go = tmp_path / "go"
     writers = [start_writer(path, "fixed", 500, go) for _ in range(4)]
     go.touch()
+    finished = [(proc, *proc.communicate(timeout=60)) for proc in writers]  # every pipe closed
     run_ids = []
-    for proc in writers:
-        out, err = proc.communicate(timeout=60)
+    for proc, out, err in finished:
         assert proc.returncode == 0, err
         run_ids.append(int(out.split()[1]))
     assert len(set(run_ids)) == 4

@@ -88,7 +88,7 @@ def test_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
     assert "'loss':" in summary and "'accuracy':" in summary
     ddp = _text(_cell(notebook, "resolve_distribution("))
     assert "in a notebook: True; requested 'ddp', training with 'auto'" in ddp
-    tier1 = _text(_cell(notebook, '"-m", "tier1"'))  # the cell asserts pytest's exit code 0
+    tier1 = _text(_cell(notebook, '"tier1",'))  # the cell asserts pytest's exit code 0
     assert "passed" in tier1 and "failed" not in tier1 and "health score 100.0" in tier1
     sweep = _text(_cell(notebook, "run_grid_sweep("))
     assert sweep.count("completed") >= 2 and "best: {'learning_rate':" in sweep

@@ -226,6 +226,33 @@ def test_bad_sweep_settings_are_refused_with_the_fix(tmp_path: Path) -> None:
         run_grid_sweep(TrainingConfig(), GRID, lambda c: 1.0, db=db, n_jobs=2)
 
 
+class _Results(dict):  # type: ignore[type-arg]
+    """Like TrainingResults: a mapping of what the run produced that also carries its run id."""
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(run_name="mine", eval_summary={"loss": 1.0})
+        self.run_id = run_id
+
+
+def test_a_run_fn_may_return_the_results_of_a_recorded_run(tmp_path: Path) -> None:
+    """The results run_training(..., db=db) returns name their run; they are not metrics."""
+    database = ExperimentDB(tmp_path / "e.db")
+
+    def trained(config: TrainingConfig) -> _Results:
+        run_id = database.log_run("mine", config)
+        database.log_metric(run_id, "val/loss", config.learning_rate, epoch=0)
+        database.update_run_status(run_id, "completed")
+        return _Results(run_id)
+
+    with database:
+        result = run_grid_sweep(
+            TrainingConfig(), {"learning_rate": [0.2, 0.1]}, trained, db=database, sweep_name="r"
+        )
+        assert [t.status for t in result.trials] == ["completed", "completed"]
+        assert [t.value for t in result.trials] == [0.2, 0.1]
+        assert database.get_runs_for_sweep("r")["run_name"].tolist() == ["mine", "mine"]
+
+
 def test_a_run_fn_may_return_a_run_of_the_database(tmp_path: Path) -> None:
     database = ExperimentDB(tmp_path / "e.db")
 

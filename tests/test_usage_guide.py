@@ -1,8 +1,9 @@
 """The usage guide's examples run as written, with only their imports changed.
 
-A reader of ``fixtures/usage_guide/usage-guide.md`` (the old notebooks' guide, this project's
-feature inventory) copies its Python blocks and changes ``from utils.<...> import X`` into
-``from pytest_modeltiers import X``; nothing else. Each block runs here that way, in a fresh
+A reader of the old notebooks' usage guide (this project's feature inventory; its headings and
+code blocks, without the prose, are ``fixtures/usage_guide/usage-guide.md``) copies its blocks
+and changes ``from utils.<...> import X`` into ``from pytest_modeltiers import X``; nothing
+else. Each block runs here that way, in a fresh
 interpreter in a fresh directory, under a timeout.
 
 Where a block continues an earlier one (a notebook's later cell uses the manager an earlier cell

@@ -458,15 +458,19 @@ def _identify(path: Path, schema: StoreSchema, head: bytes, size: int) -> _FileI
         raise _truncated(
             path, schema, f"{size} bytes is not a whole number of {page_size}-byte pages"
         )
-    if valid_for == change_counter and page_count * page_size > size:
-        raise _truncated(
-            path, schema, f"{size} bytes, but its header counts {page_count} pages of {page_size}"
-        )
     wal = path.with_name(path.name + "-wal")
     try:
         wal_has_frames = wal.stat().st_size > 0
     except OSError:
         wal_has_frames = False
+    # With frames in the log, another process may be checkpointing right now: it writes the
+    # first page (the new page count) before the pages that grow the file, so a header that
+    # counts more pages than the file holds is a write in progress, not a truncation. SQLite
+    # itself judges such a file below.
+    if valid_for == change_counter and page_count * page_size > size and not wal_has_frames:
+        raise _truncated(
+            path, schema, f"{size} bytes, but its header counts {page_count} pages of {page_size}"
+        )
     if not wal_has_frames:
         return _FileIdentity(application_id, user_version, None, schema_cookie != 0)
     # A write-ahead log with frames may hold a newer first page than the file: ask SQLite,
@@ -474,9 +478,13 @@ def _identify(path: Path, schema: StoreSchema, head: bytes, size: int) -> _FileI
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
+            # One read transaction: read one by one, the three could come from before and
+            # after another process's commit (its tables, but not yet its application_id).
+            conn.execute("BEGIN")
             application_id = conn.execute("PRAGMA application_id").fetchone()[0]
             user_version = conn.execute("PRAGMA user_version").fetchone()[0]
             tables = tuple(_table_names(conn))
+            conn.execute("COMMIT")
         finally:
             conn.close()
     except sqlite3.Error as exc:

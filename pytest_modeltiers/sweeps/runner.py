@@ -676,7 +676,13 @@ def _objective(
         return _final_value(db, int(results.run_id or 0), sweep.metric)
     returned = cast(RunFn, sweep.run_fn)(outcome.config)
     outcome.run_id = _record_returned(db, sweep, returned, run_name, params, outcome.config)
-    direct: Any = returned.get(sweep.metric) if isinstance(returned, Mapping) else returned
+    direct: Any = (
+        None
+        if hasattr(returned, "run_id")
+        else returned.get(sweep.metric)
+        if isinstance(returned, Mapping)
+        else returned
+    )
     if is_number(direct) and not is_int(direct):  # the value just recorded: no need to read it
         return float(direct)
     return _final_value(db, outcome.run_id, sweep.metric)
@@ -691,10 +697,14 @@ def _record_returned(
     config: Any,
 ) -> int:
     """The run a custom ``run_fn``'s return value stands for, tagged with the sweep."""
+    # TrainingResults carries its run's id, and is a Mapping too: the id decides.
+    results = hasattr(returned, "run_id")
     run_id: Any = (
-        getattr(returned, "run_id", returned) if not isinstance(returned, Mapping) else None
+        returned.run_id if results else None if isinstance(returned, Mapping) else returned
     )
-    if isinstance(returned, Mapping) or (is_number(returned) and not is_int(returned)):
+    if not results and (
+        isinstance(returned, Mapping) or (is_number(returned) and not is_int(returned))
+    ):
         metrics = dict(returned) if isinstance(returned, Mapping) else {sweep.metric: returned}
         new_id = db.register_run(
             {
@@ -707,7 +717,7 @@ def _record_returned(
         db.log_metrics(new_id, metrics, None)
         db.update_run_status(new_id, "completed")
         return new_id
-    if run_id is None and hasattr(returned, "run_id"):
+    if run_id is None and results:
         raise SweepError(
             "run_fn returned results of a run that was not recorded: pass db= to run_training, "
             "or return the metrics as a dict"
