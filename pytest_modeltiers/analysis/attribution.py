@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from pytest_modeltiers.errors import ModelTiersError
+from pytest_modeltiers.extras import install_command
 from pytest_modeltiers.models.adapters import TaskAdapter
 from pytest_modeltiers.models.running import (
     forward_logits,
@@ -60,7 +61,6 @@ Batch = dict[str, Any]
 TOKEN_KEYS = ("input_ids", "decoder_input_ids")
 #: Rows of interpolated inputs per forward (Captum's ``internal_batch_size``).
 ROWS_PER_FORWARD = 256
-_ANALYSIS_EXTRA = "pip install 'pytest-modeltiers[analysis]'"
 
 
 class AttributionUnavailable(ModelTiersError):
@@ -141,7 +141,7 @@ def integrated_gradients_class() -> Any:
     except ImportError as exc:
         raise ModelTiersError(
             f"tier 2's attribution tests need Captum, which is not installed ({exc}); install "
-            f"the [analysis] extra with {_ANALYSIS_EXTRA}"
+            f"the [analysis] extra with {install_command(['analysis'])}"
         ) from exc
     return IntegratedGradients
 

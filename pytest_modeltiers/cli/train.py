@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_modeltiers.config._util import did_you_mean, output_path_error, read_json_object
 from pytest_modeltiers.errors import ConfigError, ModelTiersError
 from pytest_modeltiers.jsonio import dumps
+from pytest_modeltiers.training.job import JOB_DEFAULTS, eval_block, job_dataset, task_options
 
 if TYPE_CHECKING:
     from pytest_modeltiers.models.gist import GistModel
@@ -49,8 +50,6 @@ CLI_KEYS: dict[str, tuple[type, ...]] = {
     "sweep_id": (str,),
     "sweep_params": (dict,),
 }
-#: The command's defaults for keys the file leaves out (a short run).
-CLI_DEFAULTS: dict[str, Any] = {"epochs": 1, "batch_size": 2, "learning_rate": 5e-4}
 
 
 @dataclass
@@ -126,7 +125,7 @@ def prepare_job(config_path: str | os.PathLike[str], sandbox_mode: str | None = 
     _check_output_paths(data)
     spec = _model_spec(data)
     fields = {key: value for key, value in data.items() if key in FIELD_NAMES}
-    fields = {**CLI_DEFAULTS, **fields}
+    fields = {**JOB_DEFAULTS, **fields}
     fields.setdefault("run_name", "cli-run")
     fields["checkpoint_dir"] = str(data.get("output_dir") or "training_output")
     training = TrainingConfig.from_dict(fields)  # every field rule, before the model loads
@@ -140,11 +139,6 @@ def prepare_job(config_path: str | os.PathLike[str], sandbox_mode: str | None = 
         from pytest_modeltiers.training.checkpoints import read_checkpoint
 
         read_checkpoint(resume)
-    options = []
-    if "vocab_size" in data and data["vocab_size"] is not None:
-        options.append(f"vocab_size={data['vocab_size']}")
-    if "max_seq_len" in data:
-        options.append(f"input_schema.max_seq_len={data['max_seq_len']}")
     preflight = _MemoryPreflight(data, training)
     parsed = parse_model_spec(spec, Path.cwd())  # a gist is fetched now, before confinement
     sandbox = train_sandbox(data, training, Path(config_path), sandbox_mode)
@@ -154,7 +148,7 @@ def prepare_job(config_path: str | os.PathLike[str], sandbox_mode: str | None = 
         spec=spec,
         rootdir=Path.cwd(),
         task=data.get("task_name"),
-        task_options=tuple(options),
+        task_options=task_options(data),
         trust=bool(data.get("trust_model", False)),
         preflight=preflight,
         enter_sandbox=sandbox.enter if sandbox is not None else None,
@@ -165,13 +159,10 @@ def prepare_job(config_path: str | os.PathLike[str], sandbox_mode: str | None = 
         print(f"modeltiers train: {sandbox.describe()}", file=sys.stderr)
     if "task_name" not in data:
         training = TrainingConfig.from_dict({**training.to_dict(), "task_name": loaded.task.name})
-    eval_block = dict(data.get("eval") or {})
-    eval_block.setdefault("dataset_id", f"{loaded.task.name}_v1")
-    eval_block.setdefault("batch_size", max(2, training.batch_size))
-    if loaded.task.max_seq_len:
-        eval_block.setdefault("max_seq_length", loaded.task.max_seq_len)
-    evaluation = EvalConfig.from_dict(eval_block)
-    dataset = preflight.dataset if preflight.ran else _user_data(data, loaded.task)
+    evaluation = EvalConfig.from_dict(
+        eval_block(data, loaded.task.name, training.batch_size, loaded.task.max_seq_len)
+    )
+    dataset = preflight.dataset if preflight.ran else job_dataset(data, loaded.task)
     log = bool(data.get("log_to_db", False))
     db_path = Path(str(data.get("db_path") or "experiments.db")) if log else None
     run_fields = {k: data[k] for k in ("sweep_id", "sweep_params") if data.get(k) is not None}
@@ -270,7 +261,7 @@ class _MemoryPreflight:
             format_bytes,
         )
 
-        self.dataset = _user_data(self.data, probe.task)
+        self.dataset = job_dataset(self.data, probe.task)
         self.ran = True
         if probe.meta_model is None:
             print(
@@ -298,19 +289,6 @@ class _MemoryPreflight:
             )
         if estimate.activation_bytes is None:
             print(f"modeltiers train: memory estimate {estimate.describe()}", file=sys.stderr)
-
-
-def _user_data(data: Mapping[str, Any], task: Any) -> Any:
-    if not data.get("train_file"):
-        if data.get("validation_file"):
-            raise ConfigError("validation_file needs train_file (the shipped data has its own)")
-        return None
-    from pytest_modeltiers.datasets import load_dataset_file
-
-    train = load_dataset_file(str(data["train_file"]), task)
-    if not data.get("validation_file"):
-        return train
-    return {"train": train, "validation": load_dataset_file(str(data["validation_file"]), task)}
 
 
 def main_train(config_path: str | os.PathLike[str], sandbox_mode: str | None = None) -> int:

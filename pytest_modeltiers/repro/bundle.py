@@ -117,12 +117,12 @@ def create_repro_bundle(
 
 
 def _require_matplotlib() -> None:
-    import importlib.util
+    from pytest_modeltiers.extras import REPORT_EXTRA, install_command
 
-    if importlib.util.find_spec("matplotlib") is None:
+    if REPORT_EXTRA.missing():
         raise ReproBundleError(
             "the bundle's plots need matplotlib, which is not installed; install it with "
-            "pip install 'pytest-modeltiers[report]', or pass include_plots=False "
+            f"{install_command([REPORT_EXTRA.name])}, or pass include_plots=False "
             "(modeltiers repro --no-plots)"
         )
 

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 from pytest_modeltiers.config.eval_config import EvalConfig
 from pytest_modeltiers.config.training import FIELD_NAMES, TrainingConfig
 from pytest_modeltiers.errors import ConfigError
+from pytest_modeltiers.training.job import JOB_DEFAULTS, eval_block, job_dataset, task_options
 
 if TYPE_CHECKING:
     from pytest_modeltiers.store.experiment_db import ExperimentDB
     from pytest_modeltiers.training.results import TrainingResults
 
-__all__ = ["FIXED_KEYS", "JOB_DEFAULTS", "TrainJob"]
+__all__ = ["FIXED_KEYS", "TrainJob"]
 
 #: Settings the sweep reads once, when it loads the model and its data: not sweepable here.
 FIXED_KEYS = (
@@ -35,8 +36,6 @@ FIXED_KEYS = (
     "max_seq_len",
     "use_gpu",
 )
-#: A short run unless the config says otherwise (``modeltiers train``'s defaults).
-JOB_DEFAULTS: dict[str, Any] = {"epochs": 1, "batch_size": 2, "learning_rate": 5e-4}
 _TYPES: dict[str, type] = {
     "model_file": str,
     "model_path": str,
@@ -68,21 +67,16 @@ class TrainJob:
         self.check(self.base)  # every field rule, before the model file runs
         from pytest_modeltiers.models.loader import LoadRequest, load_model
 
-        options = []
-        if base.get("vocab_size") is not None:
-            options.append(f"vocab_size={base['vocab_size']}")
-        if "max_seq_len" in base:
-            options.append(f"input_schema.max_seq_len={base['max_seq_len']}")
         self.loaded = load_model(
             LoadRequest(
                 spec=str(path),
                 rootdir=Path.cwd(),
                 task=base.get("task_name"),
-                task_options=tuple(options),
+                task_options=task_options(base),
                 trust=bool(base.get("trust_model", False)),
             )
         )
-        self.dataset = self._user_data()
+        self.dataset = job_dataset(self.base, self.loaded.task)
         self.accelerator = "auto" if base.get("use_gpu", True) else "cpu"
 
     @staticmethod
@@ -103,25 +97,10 @@ class TrainJob:
         if task is not None:
             fields.setdefault("task_name", task.name)
         training = TrainingConfig.from_dict(fields)
-        block = dict(config.get("eval") or {})
-        block.setdefault("dataset_id", f"{task.name if task else training.task_name}_v1")
-        block.setdefault("batch_size", max(2, training.batch_size))
-        if task is not None and task.max_seq_len:
-            block.setdefault("max_seq_length", task.max_seq_len)
+        task_name = task.name if task is not None else training.task_name
+        max_seq_len = task.max_seq_len if task is not None else None
+        block = eval_block(config, task_name, training.batch_size, max_seq_len)
         return training, EvalConfig.from_dict(block)
-
-    def _user_data(self) -> Any:
-        if not self.base.get("train_file"):
-            if self.base.get("validation_file"):
-                raise ConfigError("validation_file needs train_file (the shipped data has its own)")
-            return None
-        from pytest_modeltiers.datasets import load_dataset_file
-
-        train = load_dataset_file(str(self.base["train_file"]), self.loaded.task)
-        if not self.base.get("validation_file"):
-            return train
-        validation = load_dataset_file(str(self.base["validation_file"]), self.loaded.task)
-        return {"train": train, "validation": validation}
 
     def run(
         self,

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_modeltiers.errors import ConfigError
-from pytest_modeltiers.extras import DISTRIBUTION
+from pytest_modeltiers.extras import install_command
 
 if TYPE_CHECKING:
     from pytest_modeltiers.config.training import TrainingConfig
@@ -93,7 +93,7 @@ def check_trackers(config: TrainingConfig) -> None:
         f"{t.field}={'False' if t.field.startswith('use_') else 'None'}" for t in missing
     )
     raise ConfigError(
-        f"{what}. Install it with pip install '{DISTRIBUTION}[{TRACKING_EXTRA}]' (the "
+        f"{what}. Install it with {install_command([TRACKING_EXTRA])} (the "
         f"[{TRACKING_EXTRA}] extra), or set {fields} to train without it"
     )
 
