@@ -97,7 +97,8 @@ def compiler_allowance() -> Allowance | None:
     # inductor checksums its precompiled header with openssl
     executable.update(Path(os.path.realpath(p)) for n in _HELPERS if (p := shutil.which(n)))
     readable: set[Path] = set()
-    for driver in drivers:
+    # ``c++`` and ``g++`` (``cc`` and ``gcc``) are usually one program: ask each program once.
+    for driver in {Path(os.path.realpath(d)): d for d in drivers}.values():
         for program in _COMPILER_PROGRAMS:
             try:
                 done = subprocess.run(
