@@ -42,6 +42,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "errors",
             "atomic",
+            "digest",
             "version",
             "jsonio",
             "timeouts",

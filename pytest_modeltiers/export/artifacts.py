@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import os
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_modeltiers.digest import file_sha256
 from pytest_modeltiers.export.formats import ExportError
 
 if TYPE_CHECKING:
@@ -53,15 +53,6 @@ class ExportedArtifact:
         """SHA-256 and size of each file, computed once: an artifact is complete when it is
         made, and ``metadata.json`` is rewritten after every later export."""
         return {f: (file_sha256(f), f.stat().st_size) for f in self.files}
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's content, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- staging

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_modeltiers.atomic import atomic_write
+from pytest_modeltiers.digest import file_sha256
 from pytest_modeltiers.errors import ModelTiersError
 from pytest_modeltiers.jsonio import dumps
 from pytest_modeltiers.repro.environment import capture_environment
-from pytest_modeltiers.repro.source import file_sha256
 from pytest_modeltiers.version import __version__
 
 if TYPE_CHECKING:

@@ -12,21 +12,14 @@ loader's safety scan follows them.
 from __future__ import annotations
 
 import ast
-import hashlib
 import inspect
 import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["file_sha256", "local_source_files", "model_class_source", "source_record"]
+from pytest_modeltiers.digest import file_sha256
 
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+__all__ = ["local_source_files", "model_class_source", "source_record"]
 
 
 def _module_files(root: Path, dotted: str) -> list[Path]:

@@ -17,7 +17,6 @@ that saved a checkpoint) or a run name (the newest run of that name).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_modeltiers.atomic import atomic_write, atomic_write_text
+from pytest_modeltiers.digest import file_sha256_and_size
 from pytest_modeltiers.jsonio import dumps
 from pytest_modeltiers.store.experiment_db import ExperimentDB
 from pytest_modeltiers.store.sqlite_base import StoreError
@@ -125,14 +125,6 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _hash(path: Path) -> tuple[str, int]:
-    hasher = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest(), path.stat().st_size
-
-
 def _existing_database(path: str | os.PathLike[str]) -> ExperimentDB:
     file = Path(path)
     if not file.is_file():
@@ -207,7 +199,7 @@ def export_baseline(
             text = dumps(data, indent=1, sort_keys=True) + "\n"
             atomic_write_text(staging / relative, text)  # what --reference-profile reads
         for path in sorted(p for p in staging.rglob("*") if p.is_file()):
-            digest, size = _hash(path)
+            digest, size = file_sha256_and_size(path)
             files[path.relative_to(staging).as_posix()] = {"sha256": digest, "size": size}
         manifest = {
             "format": FORMAT,
@@ -271,7 +263,7 @@ def _verify_files(folder: Path, files: Any) -> None:
                 f"{relative} is missing from {folder}; the baseline folder is incomplete: "
                 "download or export it again"
             )
-        digest, size = _hash(path)
+        digest, size = file_sha256_and_size(path)
         if digest != expected.get("sha256") or size != expected.get("size"):
             raise BaselineError(
                 f"{folder / relative} has sha256 {digest} ({size} bytes), the manifest "
@@ -349,7 +341,7 @@ def import_baseline(folder: str | os.PathLike[str], db_path: str | os.PathLike[s
                     )
                 copied.append(target)
                 _copy_atomically(file, target)
-                digest, size = _hash(target)
+                digest, size = file_sha256_and_size(target)
                 conn.execute(
                     "INSERT INTO artifacts (run_id, artifact_type, filepath, metadata, "
                     "created_at, sha256, size_bytes) VALUES (?, 'checkpoint', ?, ?, ?, ?, ?)",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, SupportsIndex
 
 from pytest_modeltiers.atomic import atomic_write
+from pytest_modeltiers.digest import file_sha256_and_size
 from pytest_modeltiers.store.sqlite_base import (
     DEFAULT_BUSY_TIMEOUT_S,
     SQLiteStore,
@@ -812,7 +813,7 @@ class ExperimentDB(SQLiteStore):
             if local is not None:
                 if _is_within(local, self.artifact_dir):
                     stored = self._relative(local)
-                digest, size = _hash_file(local)
+                digest, size = file_sha256_and_size(local)
         with self.write() as conn:
             self._require_runs(conn, [rid])
             cursor = conn.execute(
@@ -886,7 +887,7 @@ class ExperimentDB(SQLiteStore):
                 "or use another run"
             )
         if expected is not None:
-            actual, _ = _hash_file(local)
+            actual, _ = file_sha256_and_size(local)
             if actual != expected:
                 raise ArtifactError(
                     f"the {what} has changed since it was recorded: {local} has sha256 "
@@ -1067,17 +1068,6 @@ def _optional_text(value: Any, what: str) -> str | None:
 
 def _optional_json(value: Any, what: str, *, non_finite: bool = False) -> str | None:
     return None if value is None else dumps_json(value, what, non_finite=non_finite)
-
-
-def _hash_file(path: Path) -> tuple[str, int]:
-    """(sha256 hex digest, size in bytes) of a file, read in 1 MiB blocks."""
-    hasher = hashlib.sha256()
-    size = 0
-    with path.open("rb") as reader:
-        for block in iter(lambda: reader.read(1 << 20), b""):
-            hasher.update(block)
-            size += len(block)
-    return hasher.hexdigest(), size
 
 
 def _temporary_roots() -> list[Path]:
