@@ -20,7 +20,10 @@ import pytest
 import torch
 
 from pytest_modeltiers.cli import main
+from pytest_modeltiers.report import HealthReport
 from pytest_modeltiers.store.experiment_db import ExperimentDB
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
@@ -154,4 +157,47 @@ def test_bad_arguments_exit_2_with_the_reason(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("modeltiers repro: ") and message in err
+    assert not list(logged_run.parent.glob("*.zip"))
+
+
+def test_a_health_report_travels_with_its_page_and_plots(
+    logged_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = REPO / "fixtures" / "html" / "five_tiers.json"
+    assert main(["repro", "1", "--db", str(logged_run), "--health-report", str(report)]) == 0
+    bundle = logged_run.parent / "repro_run1.zip"
+    with zipfile.ZipFile(bundle) as archive:
+        names = set(archive.namelist())
+        manifest = json.loads(archive.read("MANIFEST.json"))
+        page = archive.read("health/health.html").decode()
+        carried = json.loads(archive.read("health/health.json"))
+        markdown = archive.read("health/health.md").decode()
+    assert carried == json.loads(report.read_text(encoding="utf-8"))
+    assert markdown == HealthReport.read(report).to_markdown()
+    svgs = sorted(name for name in names if name.startswith("health/plots/"))
+    assert len(svgs) == 15  # every plot the page draws, as files
+    assert "health/plots/tier5-test_input_drift-tiny_gpt.svg" in svgs
+    assert page.count("<figure") == 15
+    assert {name for name in names if name.startswith("health/")} <= set(manifest["members"])
+    assert main(["repro", "--verify", str(bundle)]) == 0
+
+    assert (
+        main(["repro", "1", "--db", str(logged_run), "--no-plots", "--health-report", str(report)])
+        == 0
+    )
+    with zipfile.ZipFile(bundle) as archive:
+        names = set(archive.namelist())
+    assert "health/health.html" in names and not any("health/plots/" in n for n in names)
+
+
+def test_an_unreadable_health_report_is_refused_before_anything_is_written(
+    logged_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = logged_run.parent / "health.json"
+    broken.write_text('{"schema_version": ', encoding="utf-8")
+    argv = ["repro", "1", "--db", str(logged_run), "--health-report", str(broken)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("modeltiers repro: the health report cannot go in the bundle: ")
+    assert str(broken) in err
     assert not list(logged_run.parent.glob("*.zip"))

@@ -3,7 +3,8 @@
 PYTEST_DONT_REWRITE
 
 ``modeltiers repro RUN_ID --db experiments.db [--output DIR]`` writes
-``DIR/repro_run<RUN_ID>.zip`` and prints its path and what it could not hold;
+``DIR/repro_run<RUN_ID>.zip`` (``--health-report PATH`` adds a session's health report, its
+page and plots) and prints its path and what it could not hold;
 ``modeltiers repro --verify PATH`` checks every member against the manifest. Exit 0: written or
 intact; 1: a member is bad (the first one is named); 2: bad input (no such run, a missing or
 unreadable zip, a run whose files changed). The package is imported only when a command runs.
@@ -34,6 +35,12 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--verify", type=Path, metavar="PATH", help="check a bundle's hashes")
     parser.add_argument("--no-checkpoint", action="store_true", help="leave the weights out")
     parser.add_argument("--no-plots", action="store_true", help="leave the plots out")
+    parser.add_argument(
+        "--health-report",
+        type=Path,
+        metavar="PATH",
+        help="a session's JSON health report to carry under health/ (with its page and plots)",
+    )
 
 
 def _say(message: str, *, error: bool = False) -> None:
@@ -60,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             args.output,
             include_checkpoint=not args.no_checkpoint,
             include_plots=not args.no_plots,
+            health_report=args.health_report,
         )
     except ModelTiersError as exc:
         _say(str(exc), error=True)

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from pytest_modeltiers.config.eval_config import EvalConfig
     from pytest_modeltiers.config.task_spec import TaskSpec
     from pytest_modeltiers.config.training import TrainingConfig
+    from pytest_modeltiers.report.health_report import HealthReport
     from pytest_modeltiers.store.experiment_db import ExperimentDB
 
 __all__ = [
@@ -50,6 +51,8 @@ __all__ = [
 BUNDLE_FORMAT = 1
 MANIFEST = "MANIFEST.json"
 REPRODUCE = "reproduce.sh"
+#: The folder of the session's health report, when one is bundled.
+HEALTH_DIR = "health"
 TRAIN_CONFIG = "configs/train.json"
 #: Where ``reproduce.sh`` writes the retrained run, inside the unzipped bundle.
 REPRODUCED_DIR = "reproduced"
@@ -81,6 +84,7 @@ def create_repro_bundle(
     eval_config: EvalConfig | None = None,
     include_checkpoint: bool = True,
     include_plots: bool = True,
+    health_report: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write ``output_dir/repro_run<ID>.zip`` for run ``run_id`` of ``db`` and return its path.
 
@@ -88,11 +92,16 @@ def create_repro_bundle(
     ``eval_config`` default to what the run recorded; given, they must agree with it
     (``ReproBundleError`` names the differences), and they stand in for a run that did not
     record them. ``include_plots`` needs matplotlib (``pip install 'pytest-modeltiers[report]'``).
+    ``health_report`` (the JSON health report of a session that tested the run's model) puts
+    that report under ``health/``: its JSON, its Markdown, its HTML page and, with plots, the
+    SVG of every plot the page draws (``health/plots/``); a report that cannot be read is a
+    ``ReproBundleError`` before anything is written.
     """
     from pytest_modeltiers.store.experiment_db import ExperimentDB
 
     if include_plots:
         _require_matplotlib()
+    health = None if health_report is None else _read_health_report(Path(health_report))
     if isinstance(db, ExperimentDB):
         return _Bundle(db, run_id).write(
             Path(output_dir),
@@ -101,6 +110,7 @@ def create_repro_bundle(
             eval_config,
             include_checkpoint,
             include_plots,
+            health,
         )
     path = Path(db)
     if not path.is_file():
@@ -113,7 +123,19 @@ def create_repro_bundle(
             eval_config,
             include_checkpoint,
             include_plots,
+            health,
         )
+
+
+def _read_health_report(path: Path) -> HealthReport:
+    from pytest_modeltiers.report.gate import GateVerdict, load_report
+
+    loaded = load_report(path)
+    if isinstance(loaded, GateVerdict):
+        raise ReproBundleError(
+            f"the health report cannot go in the bundle: {'; '.join(loaded.lines)}"
+        )
+    return loaded
 
 
 def _require_matplotlib() -> None:
@@ -157,6 +179,7 @@ class _Bundle:
         eval_config: EvalConfig | None,
         include_checkpoint: bool,
         include_plots: bool,
+        health: HealthReport | None = None,
     ) -> Path:
         training = self._config("training_config", training_config, self.run.get("config"))
         task = self._config("task_spec", task_spec, self.params.get("task_spec"))
@@ -178,6 +201,8 @@ class _Bundle:
                 self.missing["plots"] = "the run logged no metrics"
         else:
             self.missing["plots"] = "include_plots=False"
+        if health is not None:
+            self._health(health, include_plots)
         self.members["run.json"] = _json(
             {
                 "run": self.run,
@@ -192,6 +217,24 @@ class _Bundle:
         self.members[MANIFEST] = _json(self._manifest())
         target = output_dir / bundle_name(self.run_id)
         return atomic_write(target, self._zip)
+
+    def _health(self, report: HealthReport, include_plots: bool) -> None:
+        """The session's health report beside the run: the same page and plots as
+        ``--modeltiers-html`` (without plots, the page and no SVG files)."""
+        from pytest_modeltiers.report.html import PLOTS_DIR, render_html
+        from pytest_modeltiers.report.markdown import render_markdown
+
+        data = report.to_dict()
+        self.members[f"{HEALTH_DIR}/health.json"] = report.to_json().encode("utf-8")
+        self.members[f"{HEALTH_DIR}/health.md"] = render_markdown(data).encode("utf-8")
+        plots = []
+        if include_plots:
+            from pytest_modeltiers.report.plots import draw_checks
+
+            plots = draw_checks(data["checks"])
+        self.members[f"{HEALTH_DIR}/health.html"] = render_html(report, plots).encode("utf-8")
+        for plot in plots:
+            self.members[f"{HEALTH_DIR}/{PLOTS_DIR}/{plot.key}.svg"] = plot.svg.encode("utf-8")
 
     def _config(self, name: str, given: Any, recorded: Any) -> dict[str, Any] | None:
         member = f"configs/{name}.json"
@@ -482,6 +525,7 @@ def _readme(what: str, reason: str | None, missing: Mapping[str, str]) -> str:
         "| `seed.json` | the seed and determinism settings |",
         "| `checkpoint/` | the final weights (safetensors) |",
         "| `plots/` | the run's curves (SVG) |",
+        "| `health/` | when given: the session's health report (JSON, Markdown, HTML, plots) |",
         "| `MANIFEST.json` | the sha256 of every member: `modeltiers repro --verify THIS.zip` |",
         "",
     ]
