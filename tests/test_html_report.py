@@ -8,14 +8,14 @@ session tests run the plugin as users do.
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
 import re
-import shutil
 import textwrap
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 # Matplotlib's pybind11 extensions cannot be imported twice in one process, and pytester's
 # in-process runs drop modules first imported inside them: import them here, once.
@@ -433,51 +433,36 @@ def test_only_a_run_that_asks_for_html_imports_matplotlib(pytester: pytest.Pytes
 # --------------------------------------------------------------------------- a real browser
 
 
-#: Chromium as an operating system installs it (Debian's ``chromium``, which ``.ci/run``
-#: installs, or Google Chrome on GitHub's runners), for where Playwright cannot download its own.
-SYSTEM_CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-#: A headless browser on a machine with no network and no display, as root: no sandbox of its
-#: own (the kernel refuses it to root), and none of its calls home.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _chromium() -> str | None:
-    """The Chromium to drive: None for Playwright's own, else a system Chromium's path; a skip
-    that says how to install one when there is neither."""
+def _chromium_tools() -> Any:
+    """``tools/chromium.py`` (Playwright's Chromium, else the system's), or a skip saying what
+    is missing."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.skip("playwright is not installed: pip install playwright")
-    with sync_playwright() as playwright:
-        if os.path.exists(playwright.chromium.executable_path):
-            return None
-    for name in SYSTEM_CHROMIUMS:
-        found = shutil.which(name)
-        if found is not None:
-            return found
-    pytest.skip(
-        "no Chromium: `playwright install chromium`, or the system's (Debian: "
-        "apt-get install chromium, which .ci/run does)"
+    spec = importlib.util.spec_from_file_location(
+        "modeltiers_chromium", REPO / "tools" / "chromium.py"
     )
+    assert spec is not None and spec.loader is not None
+    tools = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tools)
+    with sync_playwright() as playwright:
+        try:
+            tools.chromium_executable(playwright)
+        except LookupError as exc:
+            pytest.skip(str(exc))
+    return tools
 
 
 @pytest.mark.slow
 def test_the_page_renders_in_a_real_browser(five_tiers: HealthReport, tmp_path: Path) -> None:
-    executable = _chromium()
+    tools = _chromium_tools()
     from playwright.sync_api import sync_playwright
 
     target, _ = write_html(five_tiers, tmp_path / "health.html")
     requests: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        browser = tools.launch_chromium(playwright)
         try:
             phone = browser.new_page(viewport={"width": 390, "height": 844})
             phone.on("request", lambda request: requests.append(request.url))

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import shutil
 import tempfile
 from pathlib import Path
+
+from chromium import launch_chromium  # tools/chromium.py, beside this script
 
 from pytest_modeltiers.report import HealthReport
 from pytest_modeltiers.report.html import write_html
@@ -27,25 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / "fixtures" / "html" / "five_tiers.json"
 #: The plot of the report's failing check, by its key (``plots.Plot.key``).
 FAILING_PLOT = "tier5-test_input_drift-tiny_gpt"
-SYSTEM_CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-#: Headless, as root, with no network: no browser sandbox and none of its calls home.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _system_chromium() -> str | None:
-    for name in SYSTEM_CHROMIUMS:
-        found = shutil.which(name)
-        if found is not None:
-            return found
-    return None
 
 
 def main() -> None:
@@ -57,9 +38,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
         page_path, _ = write_html(HealthReport.read(REPORT), Path(tmp) / "health.html")
-        own = playwright.chromium.executable_path
-        executable = None if os.path.exists(own) else _system_chromium()
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": args.width, "height": 900})
             page.goto(page_path.as_uri())
