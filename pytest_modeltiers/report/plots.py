@@ -17,6 +17,7 @@ same report draws the same bytes.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import re
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator, SymmetricalLogLocator
 
 __all__ = ["Plot", "draw_check", "draw_checks", "plot_worthy", "preload", "svg_of"]
 
@@ -42,10 +44,22 @@ _RC: dict[Any, Any] = {
     "axes.titlesize": 9.0,
     "axes.grid": True,
     "axes.grid.axis": "y",
+    # The title sits right above the panel (the tick labels are below it): Matplotlib's
+    # automatic placement measures the panel's y axis once more to find the same place, unless
+    # the axis writes a multiplier there (``_grid``'s ``any_scale_y``).
+    "axes.titley": 1.0,
+    # Tick labels carry their whole value: no "+5.3" beside the axis, whose place above the
+    # y axis the title would share.
+    "axes.formatter.useoffset": False,
     "grid.alpha": 0.3,
     "figure.dpi": 100.0,
     "xtick.major.size": 2.0,
     "ytick.major.size": 2.0,
+    # The grid lines mark the y ticks, and the frame is the two axes: each mark and spine is
+    # one more artist to draw, with nothing to say.
+    "ytick.left": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
 }
 #: The first tensor of a batch signature: ``input_ids[4,16] attention_mask[4,16]`` -> ``4,16``.
 _FIRST_SHAPE = re.compile(r"\[([0-9,\s]+)\]")
@@ -115,6 +129,48 @@ def _param(check_name: str) -> str:
 # --------------------------------------------------------------------------- figures
 
 
+#: Ticks are most of a panel's drawing time: each is five artists (two marks, a grid line, two
+#: labels) created, measured and drawn. So an axis gets three to five: MaxNLocator's intervals
+#: (``nbins``), and the fewest ticks in view, for real values and for whole numbers (a count,
+#: a step, a batch size, where 0 and 1 may be all there is).
+_TICKS_REAL = {"nbins": 3, "min_n_ticks": 3}
+_TICKS_INTEGER = {"nbins": 4, "min_n_ticks": 2, "integer": True}
+
+
+@functools.cache
+def _in_view_locators() -> tuple[type[MaxNLocator], type[SymmetricalLogLocator]]:
+    """Matplotlib's tick locators, returning only the ticks inside the view.
+
+    Matplotlib lays out a tick for every location its locator returns and then draws those in
+    view; ``MaxNLocator`` and ``SymmetricalLogLocator`` return one or two on either side."""
+    from matplotlib.ticker import MaxNLocator, SymmetricalLogLocator
+
+    def in_view(locator: MaxNLocator | SymmetricalLogLocator, ticks: Any) -> list[float]:
+        if locator.axis is None:  # not given to an axis: no view to keep the ticks in
+            return list(ticks)
+        low, high = sorted(locator.axis.get_view_interval())
+        slack = (high - low) * 1e-9  # a tick on the edge, computed with a rounding error
+        return [tick for tick in ticks if low - slack <= tick <= high + slack]
+
+    class InViewMaxNLocator(MaxNLocator):
+        def __call__(self) -> list[float]:
+            return in_view(self, super().__call__())
+
+    class InViewSymmetricalLogLocator(SymmetricalLogLocator):
+        def __call__(self) -> list[float]:
+            return in_view(self, super().__call__())
+
+    return InViewMaxNLocator, InViewSymmetricalLogLocator
+
+
+def _ticks(*, integer: bool = False) -> MaxNLocator:
+    """Three to five ticks at round numbers (Matplotlib's default steps); on an ``integer``
+    axis at whole numbers only."""
+    return _in_view_locators()[0](
+        steps=[1, 2, 2.5, 5, 10], **(_TICKS_INTEGER if integer else _TICKS_REAL)
+    )
+
+
 #: Margins around a figure's grid of panels, in inches: room for tick labels, axis labels, a
 #: two-line panel title and the figure's title. Fixed margins cost nothing to compute, where
 #: Matplotlib's constrained layout measures every text twice (half the drawing time).
@@ -129,17 +185,25 @@ def _grid(
     bottom: float = _MARGINS["bottom"],
     top: float = _MARGINS["top"],
     sharey: bool = False,
+    integer_x: bool = False,
+    any_scale_y: bool = False,
 ) -> tuple[Figure, list[Axes]]:
-    """A figure of ``count`` panels, ``columns`` to a row, each ``cell`` inches large."""
+    """A figure of ``count`` panels, ``columns`` to a row, each ``cell`` inches large;
+    ``integer_x`` when the x axis counts something (steps, batch sizes), ``any_scale_y`` when
+    the y values can be of any size (a loss, a metric)."""
+    from matplotlib import rc_context, rcParams
     from matplotlib.figure import Figure
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.transforms import ScaledTranslation
 
     columns = max(1, min(columns, count))
     rows = math.ceil(count / columns)
     width = cell[0] * columns
     height = cell[1] * rows + bottom - _MARGINS["bottom"] + top - _MARGINS["top"]
     fig = Figure(figsize=(width, height))
-    axes = fig.subplots(rows, columns, squeeze=False, sharey=sharey)
-    fig.subplots_adjust(
+    grid = fig.add_gridspec(
+        rows,
+        columns,
         left=_MARGINS["left"] / width,
         right=1 - _MARGINS["right"] / width,
         bottom=bottom / height,
@@ -147,12 +211,32 @@ def _grid(
         wspace=_MARGINS["between"] / (cell[0] - _MARGINS["between"]),
         hspace=_MARGINS["between"] / (cell[1] - _MARGINS["between"]),
     )
-    flat = [ax for row in axes for ax in row]
+    # Only the panels drawn: an Axes costs as much to make as to draw.
+    flat: list[Axes] = []
+    # A y axis of any scale may write its multiplier (1e-10) over its top left corner, where
+    # only Matplotlib's measured placement keeps a panel's title clear of it.
+    with rc_context({"axes.titley": None} if any_scale_y else {}):
+        for index in range(count):
+            row, column = divmod(index, columns)
+            shared = flat[0] if sharey and flat else None
+            flat.append(fig.add_subplot(grid[row, column], sharey=shared))
+            if sharey and column:
+                flat[-1].yaxis.set_tick_params(labelleft=False)  # the row's first panel says them
+    # The x axis's label goes below a tick mark, its gap and one line of tick labels, where
+    # Matplotlib would put it after measuring every tick label once more. (The one panel with
+    # slanted tick labels, categories, has no x label.)
+    below = (
+        rcParams["xtick.major.size"]
+        + rcParams["xtick.major.pad"]
+        + FontProperties(size=rcParams["xtick.labelsize"]).get_size_in_points()
+        + rcParams["axes.labelpad"]
+    ) / 72
     for ax in flat:
-        ax.locator_params(nbins=5)  # few ticks: each is five artists to lay out and draw
-    for spare in flat[count:]:
-        spare.set_visible(False)
-    return fig, flat[:count]
+        under = ax.transAxes + ScaledTranslation(0, -below, fig.dpi_scale_trans)
+        ax.xaxis.set_label_coords(0.5, 0, transform=under)
+        ax.xaxis.set_major_locator(_ticks(integer=integer_x))
+        ax.yaxis.set_major_locator(_ticks())
+    return fig, flat
 
 
 def _log_if_spread(ax: Axes, values: Iterable[float]) -> None:
@@ -160,13 +244,14 @@ def _log_if_spread(ax: Axes, values: Iterable[float]) -> None:
     them, span several decades, as errors far below their tolerance do."""
     positive = [value for value in values if value > 0]
     if positive and max(positive) / min(positive) > 100:
-        from matplotlib.ticker import FuncFormatter, NullLocator, SymmetricalLogLocator
+        from matplotlib.ticker import FuncFormatter, NullLocator
 
         linthresh = min(positive)
         ax.set_yscale("symlog", linthresh=linthresh)
         # Plain labels (1e-06) and no minor ticks: Matplotlib's 10^-6 goes through mathtext,
         # and ticks are most of a small figure's drawing time.
-        ax.yaxis.set_major_locator(SymmetricalLogLocator(linthresh=linthresh, base=10, subs=[1]))
+        locator = _in_view_locators()[1](linthresh=linthresh, base=10, subs=[1])
+        ax.yaxis.set_major_locator(locator)
         ax.yaxis.set_major_formatter(
             FuncFormatter(lambda value, _: f"{value:.0e}" if value else "0")
         )
@@ -184,8 +269,6 @@ def _by_batch_and_length(
     counts: bool = False,
 ) -> Figure | None:
     """``key`` against batch size and against length, one panel each (length when known)."""
-    from matplotlib.ticker import MaxNLocator
-
     rows: list[tuple[int, int | None, float]] = []
     for point in points:
         if not isinstance(point, Mapping):
@@ -204,7 +287,7 @@ def _by_batch_and_length(
                 [(t, v, limit is not None and v > limit) for _, t, v in with_length],
             )
         )
-    fig, axes = _grid(len(panels), sharey=True)
+    fig, axes = _grid(len(panels), sharey=True, integer_x=True)
     for index, (ax, (xlabel, data)) in enumerate(zip(axes, panels, strict=True)):
         colours = [BAD if bad else GOOD for _, _, bad in data]
         ax.scatter([x for x, _, _ in data], [y for _, y, _ in data], c=colours, s=14, alpha=0.8)
@@ -225,7 +308,7 @@ def _by_batch_and_length(
         if index == 0:
             if counts:
                 ax.set_ylim(-0.1, max(1.0, *(y for _, _, y in rows)) * 1.3)
-                ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+                ax.yaxis.set_major_locator(_ticks(integer=True))
             else:
                 extra = [limit] if limit is not None else []
                 _log_if_spread(ax, [y for _, _, y in rows] + extra)
@@ -275,7 +358,7 @@ def _plot_overfit(check: Mapping[str, Any]) -> Figure | None:
     losses = _losses(details.get("losses"))
     if not any(value is not None for value in losses):
         return None
-    fig, (ax,) = _grid(1, cell=(5.0, 2.6))
+    fig, (ax,) = _grid(1, cell=(5.0, 2.6), integer_x=True, any_scale_y=True)
     _curve(ax, losses, color=REFERENCE, marker="o", markersize=2.5, label="training loss")
     initial, ratio = _number(details.get("initial_loss")), _number(details.get("target_ratio"))
     if initial is not None and ratio is not None:
@@ -312,7 +395,7 @@ def _plot_training_run(check: Mapping[str, Any]) -> Figure | None:
                 series.setdefault(name, []).append((step, value))
     if not series:
         return None
-    fig, (ax,) = _grid(1, cell=(5.0, 2.6))
+    fig, (ax,) = _grid(1, cell=(5.0, 2.6), integer_x=True, any_scale_y=True)
     styles = {"train/loss": (REFERENCE, "o"), "val/loss": (CURRENT, "s")}
     for name, data in series.items():
         colour, marker = styles[name]
@@ -333,7 +416,7 @@ def _plot_two_runs(
     if not one or not two:
         return None
     offset = len(one) - len(two)  # a resumed run covers the last steps of the straight one
-    fig, (ax,) = _grid(1, cell=(5.0, 2.6))
+    fig, (ax,) = _grid(1, cell=(5.0, 2.6), integer_x=True, any_scale_y=True)
     _curve(ax, one, color=REFERENCE, marker="o", markersize=3, label=labels[0])
     _curve(
         ax,
@@ -403,6 +486,23 @@ def _plot_parity(check: Mapping[str, Any]) -> Figure | None:
     )
 
 
+def _bars(
+    ax: Axes, xs: Sequence[float], heights: Sequence[float], width: float, **style: Any
+) -> None:
+    """One series of bars as one artist: ``Axes.bar`` makes a patch of each bar, each as
+    costly to lay out and draw as the whole series is as one collection."""
+    from matplotlib.collections import PolyCollection
+
+    half = width / 2
+    corners = [
+        [(x - half, 0.0), (x - half, height), (x + half, height), (x + half, 0.0)]
+        for x, height in zip(xs, heights, strict=True)
+    ]
+    bars = PolyCollection(corners, linewidth=0, **style)
+    bars.sticky_edges.y.append(0.0)  # the axis starts at 0, as under Axes.bar
+    ax.add_collection(bars)
+
+
 def _plot_latency(check: Mapping[str, Any]) -> Figure | None:
     shapes = check["details"].get("shapes")
     if not isinstance(shapes, Mapping) or not shapes:
@@ -424,7 +524,7 @@ def _plot_latency(check: Mapping[str, Any]) -> Figure | None:
             median = _number(timing.get("median_ms")) if isinstance(timing, Mapping) else None
             heights.append(median if median is not None else 0.0)
         xs = [i + (index - (len(formats) - 1) / 2) * width for i in range(len(labels))]
-        ax.bar(xs, heights, width=width, label=fmt)
+        _bars(ax, xs, heights, width, color=f"C{index}", label=fmt)
     budget = _number(check["details"].get("budget_ms"))
     if budget is not None:
         ax.axhline(
@@ -461,8 +561,8 @@ def _plot_drift(check: Mapping[str, Any]) -> Figure | None:
         else:
             labels = [str(label) for label in data.get("labels") or []]
             xs = range(len(labels))
-            ax.bar([x - 0.2 for x in xs], reference, width=0.4, color=REFERENCE, label="reference")
-            ax.bar([x + 0.2 for x in xs], current, width=0.4, color=CURRENT, label="current")
+            _bars(ax, [x - 0.2 for x in xs], reference, 0.4, color=REFERENCE, label="reference")
+            _bars(ax, [x + 0.2 for x in xs], current, 0.4, color=CURRENT, label="current")
             ax.set_xticks(list(xs), labels, rotation=60, fontsize=6)
             ax.set_ylabel("share")
         statistic, threshold = _number(signal.get("statistic")), _number(signal.get("threshold"))
@@ -486,8 +586,6 @@ def _plot_drift(check: Mapping[str, Any]) -> Figure | None:
 
 
 def _plot_triggers(check: Mapping[str, Any]) -> Figure | None:
-    from matplotlib.ticker import MaxNLocator
-
     details = check["details"]
     triggers = details.get("trigger_details")
     if not isinstance(triggers, list):
@@ -505,7 +603,7 @@ def _plot_triggers(check: Mapping[str, Any]) -> Figure | None:
             drawn.append((trigger, values, current))
     if not drawn:
         return None
-    fig, axes = _grid(len(drawn))
+    fig, axes = _grid(len(drawn), integer_x=True, any_scale_y=True)
     for ax, (trigger, values, current) in zip(axes, drawn, strict=True):
         if values:
             line = values + ([current] if current is not None else [])
@@ -536,7 +634,6 @@ def _plot_triggers(check: Mapping[str, Any]) -> Figure | None:
                 label=f"threshold {threshold:g}",
             )
         ax.set_xlabel("trigger check (oldest first; the last is this session)")
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
         metrics = trigger.get("metrics")
         name = metrics.get("metric_name") if isinstance(metrics, Mapping) else None
         ax.set_ylabel(str(name or trigger.get("kind") or "value"))
@@ -616,12 +713,10 @@ def plot_worthy(check: Mapping[str, Any]) -> bool:
 # --------------------------------------------------------------------------- SVG
 
 
-_XML_PROLOGUE = re.compile(r"^.*?(?=<svg\b)", re.S)
-_METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.S)
 #: Group ids name Matplotlib's artists; nothing refers to them, so they are dropped.
 _GROUP_ID = re.compile(r'<g id="[^"]*"')
-_IDS = re.compile(r'(\bid=")|(url\(#)|(href="#)')
-_LINE_BREAKS = re.compile(r"\s*\n\s*")
+#: How Matplotlib's SVG names an id where it defines one and where it refers to one.
+_ID_SPELLINGS = (' id="', "url(#", 'href="#')
 
 
 def svg_of(fig: Figure, *, prefix: str | None = None) -> str:
@@ -629,14 +724,25 @@ def svg_of(fig: Figure, *, prefix: str | None = None) -> str:
     every id prefixed so that several drawings can live in one HTML page."""
     from matplotlib import rc_context
 
-    buffer = io.StringIO()
     with rc_context(_RC):
-        fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
-    text = _METADATA.sub("", _XML_PROLOGUE.sub("", buffer.getvalue(), count=1))
-    text = _LINE_BREAKS.sub(" ", _GROUP_ID.sub("<g", text)).replace("> <", "><")
-    if prefix:
-        text = _IDS.sub(lambda match: f"{match.group(0)}{prefix}-", text)
-    return text.strip() + "\n"
+        return _svg_element(fig, prefix)
+
+
+def _svg_element(fig: Figure, prefix: str | None) -> str:
+    """``svg_of`` under ``_RC`` already. Mostly plain string operations: a regular expression
+    scanning the whole drawing costs about as much as drawing a panel."""
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    text = buffer.getvalue()
+    text = text[text.index("<svg") :]
+    start, end = text.find("<metadata>"), text.find("</metadata>")
+    if 0 <= start < end:
+        text = text[:start] + text[end + len("</metadata>") :]
+    lines = (line.strip() for line in _GROUP_ID.sub("<g", text).split("\n"))
+    text = " ".join(line for line in lines if line).replace("> <", "><")
+    for spelling in _ID_SPELLINGS if prefix else ():
+        text = text.replace(spelling, f"{spelling}{prefix}-")
+    return text + "\n"
 
 
 def _key(check: Mapping[str, Any]) -> str:
@@ -661,7 +767,7 @@ def draw_check(check: Mapping[str, Any]) -> Plot | None:
         if fig is None:
             return None
         key = _key(check)
-        svg = svg_of(fig, prefix=key)
+        svg = _svg_element(fig, key)
     title = f"{check['check_name']}" + (f" ({check['model']})" if check.get("model") else "")
     return Plot(
         key=key,
