@@ -24,6 +24,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,8 @@ class ModelTiersSession:
     report_paths: tuple[Path, Path] | None = None
     #: ``--modeltiers-html``: the page and its plot files, once written.
     html_paths: tuple[Path, list[Path]] | None = None
+    #: Seconds this process spent on the page: loading Matplotlib, drawing, writing.
+    html_seconds: float = 0.0
     score_failed: bool = False
     threads_note: str | None = None
     #: The session's items (after selection) and the node ids that finished, for ``not_run``.
@@ -175,7 +178,7 @@ class ModelTiersSession:
             share_cpus_between_workers(int(workerinput.get("workercount", 1)))
         parsed = self._parse_specs((workerinput or {}).get(GIST_PINS_INPUT, {}))
         if self.config is not None:
-            self._prepare_plots(self.config)
+            self._prepare_plots(self.config, worker=workerinput is not None)
         self.sandbox = self._prepare_sandbox(parsed)
         for spec in self.model_specs:
             request = dataclasses.replace(
@@ -234,9 +237,13 @@ class ModelTiersSession:
         if self.gist_pins:  # and each worker runs the gist revision the controller resolved
             node.workerinput[GIST_PINS_INPUT] = dict(self.gist_pins)
 
-    def _prepare_plots(self, config: pytest.Config) -> None:
+    def _prepare_plots(self, config: pytest.Config, *, worker: bool) -> None:
         """With ``--modeltiers-html`` or pytest-html's ``--html``: load Matplotlib before the
-        sandbox closes the home folder (its font cache), and feed pytest-html our checks."""
+        sandbox closes the home folder (its font cache), and feed pytest-html our checks.
+
+        The page is drawn by the process that writes the report (not an xdist worker), so only
+        that process loads Matplotlib for it; pytest-html's rows are made where each test runs,
+        so with ``--html`` every process does."""
         from pytest_modeltiers.report.pytest_html_bridge import (
             PytestHtmlBridge,
             pytest_html_active,
@@ -247,10 +254,12 @@ class ModelTiersSession:
             config.pluginmanager.register(
                 PytestHtmlBridge(self.health_report), "modeltiers-pytest-html"
             )
-        if self.settings.html or feeds_pytest_html:
+        if (self.settings.html and not worker) or feeds_pytest_html:
             from pytest_modeltiers.report.plots import preload
 
+            started = time.perf_counter()
             preload()
+            self.html_seconds += time.perf_counter() - started
 
     def _register_github(self, config: pytest.Config) -> None:
         """Under GitHub Actions: the job summary and one annotation per failed check."""
@@ -668,7 +677,9 @@ class ModelTiersSession:
         if html is not None:  # after the JSON: a page that cannot be drawn leaves the JSON
             from pytest_modeltiers.report.html import write_html
 
+            started = time.perf_counter()
             self.html_paths = write_html(report, html)
+            self.html_seconds += time.perf_counter() - started
         if threshold is not None and report.fail_under(threshold):
             self.score_failed = True
             if session.exitstatus == pytest.ExitCode.OK:
@@ -715,7 +726,10 @@ class ModelTiersSession:
         if self.html_paths is not None:
             page, plots = self.html_paths
             where = f", {len(plots)} plot(s) in {plots[0].parent}" if plots else ""
-            lines.append(f"modeltiers: HTML report written to {page}{where}")
+            lines.append(
+                f"modeltiers: HTML report written to {page}{where} "
+                f"({self.html_seconds:.2f} s with Matplotlib's import)"
+            )
         if self.score_failed:
             lines.append(
                 f"modeltiers: FAILED: health score {shown} is below "

@@ -352,7 +352,10 @@ def test_a_session_writes_the_page_with_its_plots(pytester: pytest.Pytester) -> 
     )  # fmt: skip
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
-        ["modeltiers: HTML report written to reports?health.html, 2 plot(s) in *plots"]
+        [
+            "modeltiers: HTML report written to reports?health.html, 2 plot(s) in *plots "
+            "(* s with Matplotlib's import)"
+        ]
     )
     page = (pytester.path / "reports" / "health.html").read_text(encoding="utf-8")
     parse(page)
@@ -428,6 +431,43 @@ def test_only_a_run_that_asks_for_html_imports_matplotlib(pytester: pytest.Pytes
     with_html = _modules_of_run(pytester, "--modeltiers-html", "out/health.html")
     assert "matplotlib" in with_html
     assert (pytester.path / "out" / "plots" / "tier1-test_output_finite-model.svg").is_file()
+
+
+RECORDER_PER_PROCESS = """
+import json, sys
+
+def pytest_unconfigure(config):
+    worker = getattr(config, "workerinput", {}).get("workerid", "controller")
+    with open(f"modules-{worker}.json", "w") as f:
+        json.dump(sorted(sys.modules), f)
+"""
+
+
+@pytest.mark.slow
+def test_under_xdist_only_the_process_that_draws_the_page_loads_matplotlib(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(RECORDER_PER_PROCESS)
+    pytester.makepyfile(model=textwrap.dedent(TINY_LM))
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-n", "2", "--model", "model.py", "-m", "tier1",
+        "-k", "output_finite or batch_independence", "--modeltiers-html", "health.html",
+    )  # fmt: skip
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        ["modeltiers: HTML report written to health.html, 2 plot(s) in *plots (* s with "
+         "Matplotlib's import)"]
+    )  # fmt: skip
+    modules = {
+        path.stem.removeprefix("modules-"): json.loads(path.read_text())
+        for path in pytester.path.glob("modules-*.json")
+    }
+    assert sorted(modules) == ["controller", "gw0", "gw1"]
+    assert "matplotlib" in modules["controller"]
+    for worker in ("gw0", "gw1"):
+        assert "torch" in modules[worker]  # the worker ran checks
+        assert not [m for m in modules[worker] if m.split(".")[0] == "matplotlib"], worker
+    assert (pytester.path / "health.html").read_text(encoding="utf-8").count("<figure") == 2
 
 
 # --------------------------------------------------------------------------- a real browser
