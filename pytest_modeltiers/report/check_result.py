@@ -22,7 +22,7 @@ from typing import Any
 from pytest_modeltiers.jsonio import check_json
 from pytest_modeltiers.jsonio import jsonable as _jsonable
 
-__all__ = ["TIERS", "CheckResult", "CheckStatus"]
+__all__ = ["TIERS", "CheckResult", "CheckStatus", "check_marker"]
 
 #: The five tiers.
 TIERS: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -71,6 +71,15 @@ _MARKERS = {
     CheckStatus.ERROR: "ERROR",
     CheckStatus.SKIPPED: "SKIP",
 }
+
+
+def check_marker(check: Mapping[str, Any]) -> str:
+    """The marker of a check's JSON dict (``to_dict()``): its status's, or ``NO DATA`` for a
+    check skipped because the data it judges was not there."""
+    if check["status"] == CheckStatus.SKIPPED and check["details"].get("no_data"):
+        return "NO DATA"
+    return CheckStatus(check["status"]).marker
+
 
 _KEYS = (
     "check_name",

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_modeltiers.atomic import atomic_write_text
 from pytest_modeltiers.jsonio import dumps
+from pytest_modeltiers.report.check_result import CheckStatus, check_marker
 from pytest_modeltiers.report.gate import report_problems
 
 if TYPE_CHECKING:
@@ -48,13 +49,6 @@ TIER_TITLES = {
     3: "Tier 3: does it train?",
     4: "Tier 4: does the exported artifact behave like the model?",
     5: "Tier 5: is it still good in the world?",
-}
-_MARKERS = {
-    "passed": "PASS",
-    "warning": "WARN",
-    "failed": "FAIL",
-    "error": "ERROR",
-    "skipped": "SKIP",
 }
 
 _CSS = """
@@ -160,11 +154,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, css: str = "
 
 
 def _status_cell(check: Mapping[str, Any]) -> str:
-    status = check["status"]
-    marker = _MARKERS[status]
-    if status == "skipped" and check["details"].get("no_data"):
-        marker = "NO DATA"
-    return f'<span class="status s-{status}">{marker}</span>'
+    return f'<span class="status s-{check["status"]}">{check_marker(check)}</span>'
 
 
 def _details_cell(check: Mapping[str, Any], plot: Plot | None) -> str:
@@ -321,8 +311,9 @@ def render_html(report: HealthReport, plots: Sequence[Plot] = ()) -> str:
     if data["recommendations"]:
         out.append("<ol>")
         for item in data["recommendations"]:
+            marker = CheckStatus(item["status"]).marker
             out.append(
-                f'<li><span class="status s-{item["status"]}">{_MARKERS[item["status"]]}</span> '
+                f'<li><span class="status s-{item["status"]}">{marker}</span> '
                 f"<code>{_text(item['check_name'])}</code> (tier {item['tier']}): "
                 f"<pre>{_text(item['message'])}</pre>Hint: {_text(item['hint'])}.</li>"
             )

@@ -23,16 +23,10 @@ from typing import Any
 
 from pytest_modeltiers.jsonio import markdown_cell as _cell
 from pytest_modeltiers.jsonio import markdown_escape as _escape
+from pytest_modeltiers.report.check_result import CheckStatus, check_marker
 
 __all__ = ["render_markdown"]
 
-_MARKERS = {
-    "passed": "PASS",
-    "warning": "WARN",
-    "failed": "FAIL",
-    "error": "ERROR",
-    "skipped": "SKIP",
-}
 _FLAGGED = ("error", "failed", "warning")
 
 
@@ -74,12 +68,6 @@ def _counts_row(summary: Mapping[str, Any]) -> list[str]:
         str(summary["skipped"]),
         str(summary["not_judged"]),
     ]
-
-
-def _marker(check: Mapping[str, Any]) -> str:
-    if check["status"] == "skipped" and check["details"].get("no_data"):
-        return "NO DATA"
-    return _MARKERS[check["status"]]
 
 
 def _status_lines(report: Mapping[str, Any]) -> list[str]:
@@ -191,7 +179,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         header.append("Message")
         rows = [
             [
-                _marker(check),
+                check_marker(check),
                 str(check["tier"]),
                 *([_cell(check.get("model"))] if with_model else []),
                 _code(check["check_name"]),
@@ -210,7 +198,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += ["## Failures and warnings", ""]
         for check in flagged:
             lines.append(
-                f"### {_MARKERS[check['status']]} {_code(check['check_name'])} ({_where(check)})"
+                f"### {check_marker(check)} {_code(check['check_name'])} ({_where(check)})"
             )
             lines.append("")
             if check.get("nodeid"):
@@ -222,7 +210,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if recommendations:
         for number, item in enumerate(recommendations, start=1):
             lines.append(
-                f"{number}. **{_MARKERS[item['status']]}** {_code(item['check_name'])} "
+                f"{number}. **{CheckStatus(item['status']).marker}** {_code(item['check_name'])} "
                 f"({_where(item)}): {_cell(item['message'])}"
             )
             lines.append(f"   Hint: {_escape(item['hint'])}.")
