@@ -13,6 +13,7 @@ in the manifest with the reason, never left out silently. The zip is written ato
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -103,19 +104,13 @@ def create_repro_bundle(
         _require_matplotlib()
     health = None if health_report is None else _read_health_report(Path(health_report))
     if isinstance(db, ExperimentDB):
-        return _Bundle(db, run_id).write(
-            Path(output_dir),
-            training_config,
-            task_spec,
-            eval_config,
-            include_checkpoint,
-            include_plots,
-            health,
-        )
-    path = Path(db)
-    if not path.is_file():
-        raise ReproBundleError(f"experiment database {path} does not exist")
-    with ExperimentDB(path) as opened:
+        given: contextlib.AbstractContextManager[ExperimentDB] = contextlib.nullcontext(db)
+    else:
+        path = Path(db)
+        if not path.is_file():
+            raise ReproBundleError(f"experiment database {path} does not exist")
+        given = ExperimentDB(path)  # opened here, so closed here
+    with given as opened:
         return _Bundle(opened, run_id).write(
             Path(output_dir),
             training_config,
